@@ -1,0 +1,205 @@
+"""ASGI middleware that keeps sessions in a shared store.
+
+A drop-in for ``starlette.middleware.sessions.SessionMiddleware``: it fills
+``scope["session"]``, so ``request.session`` works unchanged in Starlette and
+FastAPI, but the data lives in a :class:`~webtier.stores.Store` and the cookie
+carries only a random id. Any worker can therefore serve any request.
+
+Per request: no cookie, or a session never touched, costs no store call; a
+read costs one load; a change costs one load and one save of just the changed
+fields. Loads happen on first access when the store reads inline (memory,
+SQLite) and before the app runs otherwise (``preload="auto"``); code that wants
+to stay lazy on Redis or PostgreSQL awaits :func:`load_session` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from webtier.exceptions import SessionNotLoaded, StoreUnavailable
+from webtier.sessions.codec import Codec
+from webtier.sessions.config import SessionConfig
+from webtier.sessions.ids import hash_session_id, is_session_id
+from webtier.sessions.session import Session
+from webtier.stores import Store, open_store
+from webtier.stores.base import SessionRecord
+
+__all__ = ["SessionMiddleware", "load_session"]
+
+log = logging.getLogger("webtier.sessions")
+
+_UNAVAILABLE_BODY = b'{"error":"session store unavailable","retry":true}'
+_UNAVAILABLE_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
+    (b"retry-after", b"1"),
+    (b"cache-control", b"no-store"),
+]
+
+
+async def load_session(conn: HTTPConnection) -> Session:
+    """Load ``conn``'s session without blocking the event loop, and return it."""
+    session = conn.scope.get("session")
+    if not isinstance(session, Session):
+        raise SessionNotLoaded("webtier.SessionMiddleware is not installed for this app")
+    return await session.load()
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, StoreUnavailable):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(StoreUnavailable) is not None
+
+
+class SessionMiddleware:
+    """Sessions in a shared store for any ASGI app.
+
+    ``store`` is a :class:`Store` or a store URL (``sqlite:///.webtier/sessions.db``,
+    ``redis://127.0.0.1:6379/0``, ...). Other keywords are :class:`SessionConfig`
+    fields; ``max_age`` is accepted as Starlette's name for ``absolute_timeout``.
+    ``encryption_keys`` (base64 or bytes; the first encrypts) seal every value at rest.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: Store | str,
+        *,
+        encryption_keys: Sequence[bytes | str] = (),
+        clock: Callable[[], float] = time.time,
+        config: SessionConfig | None = None,
+        **options: Any,
+    ) -> None:
+        if "max_age" in options:
+            options["absolute_timeout"] = options.pop("max_age")
+        self.app = app
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.config = config if config is not None else SessionConfig(**options)
+        self.codec = Codec(encryption_keys)
+        self.clock = clock
+        preload = self.config.preload
+        self._preload = preload == "always" or (preload == "auto" and not self.store.inline_reads)
+        self._cookie_prefix = self.config.session_cookie.encode() + b"="
+        self._degrade = self.config.on_store_error == "degrade"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        session = self._session_for(scope)
+        scope["session"] = session
+        if self._preload and not session.loaded:
+            try:
+                await session.load()
+            except StoreUnavailable:
+                await self._unavailable(send)
+                return
+        if scope["type"] == "websocket":
+            await self._websocket(session, scope, receive, send)
+            return
+
+        response_started = False
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start" and not response_started:
+                message = await self._commit(session, message)
+                await send(message)
+                response_started = True
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_session)
+        except Exception as exc:
+            if response_started or not _is_outage(exc):
+                raise
+            log.warning("session store unavailable: answering 503")
+            await self._unavailable(send)
+
+    def _session_for(self, scope: Scope) -> Session:
+        session_id = self._cookie_value(scope)
+        if session_id is None:
+            return Session(None, self.codec, degrade_on_error=self._degrade)
+        key = hash_session_id(session_id)
+        store, clock = self.store, self.clock
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        async def load_async() -> SessionRecord | None:
+            return await store.load(key, clock())
+
+        def load_sync() -> SessionRecord | None:
+            if store.inline_reads:
+                return store.load_now(key, clock())
+            if threading.get_ident() != loop_thread:  # a sync endpoint in a worker thread may wait
+                return asyncio.run_coroutine_threadsafe(load_async(), loop).result()
+            raise SessionNotLoaded(
+                "this store is read over the network: await webtier.load_session(request) before "
+                "using request.session, or keep SessionMiddleware(preload='auto')"
+            )
+
+        return Session(
+            session_id, self.codec, load_sync=load_sync, load_async=load_async, degrade_on_error=self._degrade
+        )
+
+    def _cookie_value(self, scope: Scope) -> str | None:
+        """The first well-formed session id among the request's cookies; anything else is ignored."""
+        prefix = self._cookie_prefix
+        for name, value in scope["headers"]:
+            if name != b"cookie" or prefix not in value:
+                continue
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    candidate = part[len(prefix) :].decode("latin-1")
+                    if is_session_id(candidate):
+                        return candidate
+        return None
+
+    async def _commit(self, session: Session, message: Message) -> Message:
+        plan = session.commit(self.clock(), self.config)
+        if plan.empty:
+            return message
+        kept = True
+        try:
+            if plan.delete is not None:
+                await self.store.delete(plan.delete)
+            if plan.key is not None and plan.write is not None:
+                kept = await self.store.save(plan.key, plan.write)
+        except StoreUnavailable as exc:
+            if not self._degrade:
+                raise
+            log.warning("session store unavailable, session changes not saved: %s", exc)
+            return message
+        if plan.set_cookie is not None and kept:
+            cookie = self.config.set_cookie(plan.set_cookie)
+        elif plan.clear_cookie or not kept:  # a concurrent logout won: never resurrect it
+            cookie = self.config.clear_cookie()
+        else:
+            return message
+        headers = list(message.get("headers", ()))
+        headers.append((b"set-cookie", cookie))
+        return {**message, "headers": headers}
+
+    async def _websocket(self, session: Session, scope: Scope, receive: Receive, send: Send) -> None:
+        """WebSockets read the session; changes to an existing one are saved when the socket ends."""
+        await self.app(scope, receive, send)
+        plan = session.commit(self.clock(), self.config)
+        if plan.set_cookie is None and plan.write is not None and plan.key is not None:
+            try:
+                await self.store.save(plan.key, plan.write)
+            except StoreUnavailable as exc:
+                log.warning("session store unavailable, websocket session changes not saved: %s", exc)
+
+    async def _unavailable(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
+        await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
