@@ -38,7 +38,7 @@ async def test_create_then_load(store: Store) -> None:
 
 
 async def test_values_and_names_are_binary_safe(store: Store) -> None:
-    fields = {"": b'""', 'q"uo\'te': b'"x"', "ключ": '"значение ✓"'.encode(), "nul\x00": b"null", "$.a[0]": b"{}"}
+    fields = {"": b'""', "q\"uo'te": b'"x"', "ключ": '"значение ✓"'.encode(), "nul\x00": b"null", "$.a[0]": b"{}"}
     await store.save("b" * 64, Write(now=NOW, expires=NOW + HOUR, created=NOW, set=fields, create=True))
     record = await store.load("b" * 64, NOW)
     assert record is not None and dict(record.data) == fields

@@ -39,7 +39,10 @@ async def test_outage_raises_store_unavailable_and_loses_nothing(postgres: Postg
         postgres.stop()
         try:
             started = time.monotonic()
-            for _ in range(8):
+            burst = asyncio.gather(*(store.load(key, NOW) for _ in range(8)), return_exceptions=True)
+            for result in await asyncio.wait_for(burst, 15):  # one call per pooled connection, at once
+                assert isinstance(result, StoreUnavailable), repr(result)
+            for _ in range(4):  # then calls that must dial again
                 with pytest.raises(StoreUnavailable, match="postgresql store unavailable") as caught:
                     await asyncio.wait_for(store.load(key, NOW), 15)
                 assert caught.value.__cause__ is not None
@@ -98,3 +101,18 @@ def test_bad_table_name_is_a_config_error(table: str) -> None:
     with pytest.raises(ConfigError):
         open_store("postgres://u@localhost/db", table=table)
     assert isinstance(PostgresStore.from_url("postgres://u@localhost/db", table="a" * 41), PostgresStore)
+
+
+async def test_field_names_round_trip_exactly(postgres: PostgresServer) -> None:
+    """Names are stored as bytes (text cannot hold NUL); any str must come back unchanged."""
+    store = PostgresStore.from_url(postgres.url, table=fresh_table())
+    fields = {"nul\x00mid": b"1", "\udc80lone surrogate": b"2", "é": b"3", "e\u0301": b"4"}
+    try:
+        await store.save("d" * 64, create(**fields))
+        record = await store.load("d" * 64, NOW)
+        assert record is not None and dict(record.data) == fields
+        assert await store.save("d" * 64, Write(now=NOW, expires=NOW + HOUR, created=NOW, delete=["nul\x00mid"]))
+        record = await store.load("d" * 64, NOW)
+        assert record is not None and set(record.data) == set(fields) - {"nul\x00mid"}
+    finally:
+        await store.close()

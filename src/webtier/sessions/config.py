@@ -7,12 +7,15 @@ from typing import Literal
 
 from webtier.exceptions import ConfigError
 
-__all__ = ["OnStoreError", "SameSite", "SessionConfig"]
+__all__ = ["OnStoreError", "Preload", "SameSite", "SessionConfig"]
 
 SameSite = Literal["lax", "strict", "none"]
 OnStoreError = Literal["fail", "degrade"]
 Preload = Literal["auto", "always", "never"]
 
+IDLE_TIMEOUT = 2 * 60 * 60.0
+ABSOLUTE_TIMEOUT = 14 * 24 * 60 * 60.0
+TOUCH_INTERVAL = 60.0
 _COOKIE_NAME_CHARS = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -32,9 +35,9 @@ class SessionConfig:
     """
 
     session_cookie: str = "session"
-    idle_timeout: float = 2 * 60 * 60
-    absolute_timeout: float = 14 * 24 * 60 * 60
-    touch_interval: float = 60.0
+    idle_timeout: float = IDLE_TIMEOUT
+    absolute_timeout: float = ABSOLUTE_TIMEOUT
+    touch_interval: float = TOUCH_INTERVAL
     path: str = "/"
     domain: str | None = None
     same_site: SameSite = "lax"

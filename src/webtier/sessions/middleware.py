@@ -19,14 +19,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webtier.exceptions import SessionNotLoaded, StoreUnavailable
 from webtier.sessions.codec import Codec
-from webtier.sessions.config import SessionConfig
+from webtier.sessions.config import (
+    ABSOLUTE_TIMEOUT,
+    IDLE_TIMEOUT,
+    TOUCH_INTERVAL,
+    OnStoreError,
+    Preload,
+    SameSite,
+    SessionConfig,
+)
 from webtier.sessions.ids import hash_session_id, is_session_id
 from webtier.sessions.session import Session
 from webtier.stores import Store, open_store
@@ -63,8 +70,8 @@ class SessionMiddleware:
     """Sessions in a shared store for any ASGI app.
 
     ``store`` is a :class:`Store` or a store URL (``sqlite:///.webtier/sessions.db``,
-    ``redis://127.0.0.1:6379/0``, ...). Other keywords are :class:`SessionConfig`
-    fields; ``max_age`` is accepted as Starlette's name for ``absolute_timeout``.
+    ``redis://127.0.0.1:6379/0``, ...). The other keywords are documented on
+    :class:`SessionConfig`; ``max_age`` is Starlette's name for ``absolute_timeout``.
     ``encryption_keys`` (base64 or bytes; the first encrypts) seal every value at rest.
     """
 
@@ -73,22 +80,39 @@ class SessionMiddleware:
         app: ASGIApp,
         store: Store | str,
         *,
+        session_cookie: str = "session",
+        idle_timeout: float = IDLE_TIMEOUT,
+        absolute_timeout: float = ABSOLUTE_TIMEOUT,
+        max_age: float | None = None,
+        touch_interval: float = TOUCH_INTERVAL,
+        path: str = "/",
+        domain: str | None = None,
+        same_site: SameSite = "lax",
+        https_only: bool = True,
+        on_store_error: OnStoreError = "fail",
+        preload: Preload = "auto",
         encryption_keys: Sequence[bytes | str] = (),
         clock: Callable[[], float] = time.time,
-        config: SessionConfig | None = None,
-        **options: Any,
     ) -> None:
-        if "max_age" in options:
-            options["absolute_timeout"] = options.pop("max_age")
         self.app = app
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.config = config if config is not None else SessionConfig(**options)
+        self.config = SessionConfig(
+            session_cookie=session_cookie,
+            idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout if max_age is None else max_age,
+            touch_interval=touch_interval,
+            path=path,
+            domain=domain,
+            same_site=same_site,
+            https_only=https_only,
+            on_store_error=on_store_error,
+            preload=preload,
+        )
         self.codec = Codec(encryption_keys)
         self.clock = clock
-        preload = self.config.preload
         self._preload = preload == "always" or (preload == "auto" and not self.store.inline_reads)
-        self._cookie_prefix = self.config.session_cookie.encode() + b"="
-        self._degrade = self.config.on_store_error == "degrade"
+        self._cookie_prefix = session_cookie.encode() + b"="
+        self._degrade = on_store_error == "degrade"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -160,7 +184,7 @@ class SessionMiddleware:
             for part in value.split(b";"):
                 part = part.strip()
                 if part.startswith(prefix):
-                    candidate = part[len(prefix) :].decode("latin-1")
+                    candidate: str = part[len(prefix) :].decode("latin-1")
                     if is_session_id(candidate):
                         return candidate
         return None

@@ -19,6 +19,8 @@ Design:
   never touches the network.
 """
 
+# ruff: noqa: S608  (the only name put into SQL text is the table, checked against _TABLE first)
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +71,8 @@ BEGIN
     END IF;
     IF p_create THEN
         -- An upsert, not delete + insert: two racing creates of one key cannot
-        -- hit a unique violation. The session row is locked first in every
-        -- path, so concurrent saves of one session serialise without deadlock.
+        -- hit a unique violation. Data rows are only touched once their session
+        -- row is locked, so concurrent saves of one session serialise, no deadlock.
         INSERT INTO {t} AS s (id, created, touched, expires, user_id)
         VALUES (p_id, p_created, p_now, p_expires, CASE WHEN p_set_user THEN p_user END)
         ON CONFLICT (id) DO UPDATE SET created = EXCLUDED.created, touched = EXCLUDED.touched,

@@ -253,6 +253,8 @@ def _sentinel_client(url: str, common: dict[str, Any]) -> aioredis.Redis:
         raise ConfigError(f"sentinel URL {url!r} names no service: redis+sentinel://host:port/service[/db]")
     db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    sentinel = Sentinel(hosts, sentinel_kwargs=common, password=parts.password or options.get("password"), **common)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts, sentinel_kwargs=common, password=parts.password or options.get("password"), **common
+    )
     client: aioredis.Redis = sentinel.master_for(path[0], db=db)
     return client

@@ -1,0 +1,80 @@
+"""The ``webtier`` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from webtier import __version__
+from webtier.config import load_config
+from webtier.exceptions import WebtierError
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="webtier")
+def main() -> None:
+    """Run a Python web tier stateless: shared-store sessions, any request to any worker."""
+
+
+@main.command()
+@click.option("--app", help="ASGI app as module:attribute (default: the bundled demo shop).")
+@click.option("--factory/--no-factory", default=None, help="Call --app to get the ASGI app.")
+@click.option("--host", help="Public address (default 127.0.0.1).")
+@click.option("--port", type=int, help="Public port (default 8080).")
+@click.option("--admin-port", type=int, help="Admin API port, bound to 127.0.0.1 only (default 8081).")
+@click.option("--store", help="Session store URL (default sqlite:///.webtier/sessions.db).")
+@click.option(
+    "--cookie-secure/--no-cookie-secure",
+    default=None,
+    help="Secure cookie flag (default: on, except plain http on loopback).",
+)
+def up(**flags: Any) -> None:
+    """Serve the app with sessions in the shared store (settings also from webtier.toml and WEBTIER_*)."""
+    from webtier.up import run
+
+    try:
+        config = load_config(flags)
+        run(config)
+    except WebtierError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--admin", default="127.0.0.1:8081", show_default=True, help="Admin API address.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status JSON.")
+def status(admin: str, as_json: bool) -> None:
+    """Show the workers of a running `webtier up`."""
+    try:
+        with urllib.request.urlopen(f"http://{admin}/status", timeout=5) as response:
+            data = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise click.ClickException(f"no webtier admin API at {admin}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"webtier {data.get('mode', '')} · store {data.get('store', '?')}")
+    for column in ("worker", "url", "state", "in flight", "requests"):
+        table.add_column(column)
+    for worker in data.get("workers", []):
+        table.add_row(
+            str(worker.get("id")),
+            str(worker.get("url")),
+            str(worker.get("state")),
+            str(worker.get("inflight", "")),
+            str(worker.get("requests", "")),
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Typed settings for ``webtier up`` and its workers: the one place that reads the environment.
+
+Precedence, lowest first: built-in defaults, ``webtier.toml`` (a ``[webtier]``
+table or top-level keys), ``WEBTIER_*`` environment variables, command-line flags.
+Everything is validated once, here; a bad value is a :class:`ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from webtier.exceptions import ConfigError
+
+__all__ = ["DEFAULT_STORE", "UpConfig", "WorkerSettings", "load_config", "redact_url"]
+
+DEFAULT_STORE = "sqlite:///.webtier/sessions.db"
+DEFAULT_APP = "webtier.demo:create_app"
+_ENV_PREFIX = "WEBTIER_"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _port(name: str, value: int) -> int:
+    if not 0 < value < 65536:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), not {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpConfig:
+    """What ``webtier up`` runs."""
+
+    app: str = DEFAULT_APP
+    factory: bool | None = None  # None: true for the bundled demo only
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_port: int = 8081
+    store: str = DEFAULT_STORE
+    cookie_secure: bool | None = None  # None: Secure unless served as plain http on loopback
+
+    def __post_init__(self) -> None:
+        _port("port", self.port)
+        _port("admin_port", self.admin_port)
+        if self.port == self.admin_port:
+            raise ConfigError("port and admin_port must differ: the admin API is never on the public port")
+        module, sep, attr = self.app.partition(":")
+        if not sep or not module or not attr:
+            raise ConfigError(f"app {self.app!r} must look like 'package.module:attribute'")
+        if "://" not in self.store:
+            raise ConfigError(f"store {self.store!r} is not a URL (e.g. {DEFAULT_STORE}, redis://127.0.0.1:6379/0)")
+
+    @property
+    def is_factory(self) -> bool:
+        return self.app == DEFAULT_APP if self.factory is None else self.factory
+
+    @property
+    def secure_cookies(self) -> bool:
+        return not _is_loopback(self.host) if self.cookie_secure is None else self.cookie_secure
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What a worker process learns from its supervisor (through the environment)."""
+
+    worker_id: str
+    store: str
+    secure_cookies: bool
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            "WEBTIER_WORKER_ID": self.worker_id,
+            "WEBTIER_STORE": self.store,
+            "WEBTIER_COOKIE_SECURE": "1" if self.secure_cookies else "0",
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if env is None else env
+        return cls(
+            worker_id=env.get("WEBTIER_WORKER_ID") or f"pid-{os.getpid()}",
+            store=env.get("WEBTIER_STORE") or DEFAULT_STORE,
+            secure_cookies=_parse_bool("WEBTIER_COOKIE_SECURE", env.get("WEBTIER_COOKIE_SECURE", "1")),
+        )
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _coerce(name: str, value: Any, kind: str) -> Any:
+    try:
+        if "bool" in kind:
+            return value if isinstance(value, bool) else _parse_bool(name, str(value))
+        if "int" in kind:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be {'a number' if 'int' in kind else 'true or false'}, not {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, not {value!r}")
+    return value
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    toml_path: Path | None = Path("webtier.toml"),
+) -> UpConfig:
+    """Merge defaults, ``webtier.toml``, ``WEBTIER_*`` variables and ``overrides`` (CLI flags; None = unset)."""
+    env = os.environ if env is None else env
+    kinds = {f.name: str(f.type) for f in fields(UpConfig)}
+    values: dict[str, Any] = {}
+    if toml_path is not None and toml_path.is_file():
+        try:
+            document = tomllib.loads(toml_path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from None
+        table = document.get("webtier", document)
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in kinds:
+                raise ConfigError(f"{toml_path}: unknown setting {key!r}; known: {', '.join(sorted(kinds))}")
+            values[name] = _coerce(f"{toml_path}: {key}", value, kinds[name])
+    for name, kind in kinds.items():
+        raw = env.get(_ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(_ENV_PREFIX + name.upper(), raw, kind)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    return replace(UpConfig(), **values) if values else UpConfig()
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for logs and status pages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
