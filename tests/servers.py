@@ -49,6 +49,7 @@ def _require(binary: str, package: str) -> str:
 class RedisServer:
     port: int
     proc: subprocess.Popen[bytes]
+    data_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -60,20 +61,23 @@ class RedisServer:
         self.proc.wait(10)
 
     def start_again(self) -> None:
-        self.proc = _spawn_redis(self.port)
+        self.proc = _spawn_redis(self.port, self.data_dir)
         wait_for_port(self.port, proc=self.proc)
 
 
-def _spawn_redis(port: int) -> subprocess.Popen[bytes]:
+def _spawn_redis(port: int, data_dir: Path | None = None) -> subprocess.Popen[bytes]:
     binary = _require("redis-server", "redis-server")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    # With a data directory the server keeps an append-only file, so a stop/start keeps the data
+    # (like a production Redis); without one it keeps nothing on disk.
+    args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)] if data_dir else ["--appendonly", "no"]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(data_dir: Path | None = None) -> Iterator[RedisServer]:
     port = free_port()
-    server = RedisServer(port, _spawn_redis(port))
+    server = RedisServer(port, _spawn_redis(port, data_dir), data_dir)
     try:
         wait_for_port(port, proc=server.proc)
         yield server
