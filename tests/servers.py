@@ -70,7 +70,11 @@ def _spawn_redis(port: int, data_dir: Path | None = None) -> subprocess.Popen[by
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     # With a data directory the server keeps an append-only file, so a stop/start keeps the data
     # (like a production Redis); without one it keeps nothing on disk.
-    args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)] if data_dir else ["--appendonly", "no"]
+    args += (
+        ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)]
+        if data_dir
+        else ["--appendonly", "no"]
+    )
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

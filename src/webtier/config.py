@@ -111,7 +111,7 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
         if "bool" in kind:
             return value if isinstance(value, bool) else _parse_bool(name, str(value))
         if "int" in kind:
-            if isinstance(value, bool):
+            if isinstance(value, bool | float):
                 raise ValueError
             return int(value)
     except ValueError:

@@ -129,7 +129,7 @@ async def serve(config: UpConfig, *, ready: asyncio.Event | None = None) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.create_task(app_server.serve()), asyncio.create_task(admin_server.serve())]
+    tasks = [asyncio.create_task(_serve_until_exit(app_server)), asyncio.create_task(_serve_until_exit(admin_server))]
     while not (app_server.started and admin_server.started):
         if any(t.done() for t in tasks):
             stop()
@@ -147,6 +147,13 @@ async def serve(config: UpConfig, *, ready: asyncio.Event | None = None) -> None
         raise failures[0]
     if not (app_server.started and admin_server.started):
         raise ConfigError(f"could not listen on {config.host}:{config.port} and 127.0.0.1:{config.admin_port}")
+
+
+async def _serve_until_exit(server: _Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn exits when it cannot bind; serve() reports that as a ConfigError
+        pass
 
 
 def _announce(config: UpConfig) -> None:

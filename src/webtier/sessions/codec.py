@@ -36,7 +36,8 @@ def _refuse(value: Any) -> Any:
 def decode_key(text: str) -> bytes:
     """An AES key from configuration: base64 (standard or url-safe) of 16, 24 or 32 bytes."""
     try:
-        raw = base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
+        padded = text.strip().replace("-", "+").replace("_", "/")
+        raw = base64.b64decode(padded + "=" * (-len(padded) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ConfigError("session encryption key is not valid base64") from exc
     if len(raw) not in (16, 24, 32):

@@ -242,12 +242,16 @@ class Session(MutableMapping[str, Any]):
         return {name: self[name] for name in self}
 
     def clear(self) -> None:
+        """Remove every key and the user binding: at the end of the request the session is deleted."""
         self._ensure()
         self._data.clear()
         self._snapshots.clear()
         self._changed.clear()
         self._deleted.clear()
         self._cleared = True
+        if self._user is not None:
+            self._user = None
+            self._user_changed = True
 
     # -- end of request ---------------------------------------------------------------------
 
