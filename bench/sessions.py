@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import importlib.metadata
 import json
@@ -72,8 +73,10 @@ BURST_VARIANTS = ("webtier", "starsessions")
 SCRIPT_ONLY = frozenset({"hget", "hset", "hkeys", "hdel", "srem", "sadd", "pexpireat"})
 #: Commands this script sends to Redis itself, left out of every count.
 OWN_COMMANDS = frozenset({"info", "ping", "dbsize", "config|resetstat"})
+#: Seconds a burst request may take (connect, or send and read) before it counts as failed.
+BURST_TIMEOUT = 30.0
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -223,7 +226,7 @@ def app_server(variant: str, redis_url: str) -> Iterator[Server]:
 def cpu_seconds(pid: int) -> float:
     """User+system CPU time of ``pid`` (all its threads), in seconds."""
     with contextlib.suppress(ImportError):
-        import psutil  # optional; /proc gives the same numbers on Linux
+        import psutil  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional; /proc suffices
 
         times = psutil.Process(pid).cpu_times()
         return float(times.user + times.system)
@@ -387,13 +390,13 @@ class Env:
 
 def check_counter(server: Server, endpoint: str, before: int, after: int, requests: int, options: Options) -> str:
     if server.variant not in STORE_VARIANTS:
-        return "n/a (cookie not replayed)" if server.variant in COOKIE_VARIANTS and endpoint == "rmw" else "—"
+        return "n/a" if server.variant in COOKIE_VARIANTS and endpoint == "rmw" else "—"
     if endpoint != "rmw":
         return "unchanged" if after == before else f"CHANGED {before}→{after}"
     expected = before + requests
     if expected <= after <= expected + options.connections:
         return f"ok {after:,}/{expected:,}"
-    return f"LOST {after:,}/{expected:,} ({(expected - after) / expected:.0%} lost)"
+    return f"LOST {(expected - after) / expected:.0%}: {after:,}/{expected:,}"
 
 
 def measure(env: Env, server: Server, endpoint: str) -> RunResult:
@@ -422,7 +425,7 @@ def measure(env: Env, server: Server, endpoint: str) -> RunResult:
         counter_before=before if server.variant in COOKIE_VARIANTS else None,
         counter_after=after if server.variant in COOKIE_VARIANTS else None,
         check=check,
-        check_ok=None if check in ("—", "n/a (cookie not replayed)") else check.startswith(("ok", "unchanged")),
+        check_ok=None if check in ("—", "n/a") else check.startswith(("ok", "unchanged")),
     )
 
 
@@ -523,9 +526,10 @@ def burst_check(env: Env, server: Server, count: int) -> BurstResult:
     seconds = time.perf_counter() - start
     keys1, calls1, cpu1 = env.redis.dbsize(), command_calls(env.redis), cpu_seconds(server.pid)
     good = [(cookie, s) for outcome, cookie, s in answers if outcome == "200" and cookie]
-    failures = Counter(outcome if outcome != "200" else "200 without a cookie" for outcome, cookie, _ in answers)
-    failures.pop("200", None)
-    del failures["200 without a cookie"] if False else None
+    failures: Counter[str] = Counter()
+    for outcome, cookie, _ in answers:
+        if outcome != "200" or cookie is None:
+            failures[outcome if outcome != "200" else "200 without a session cookie"] += 1
     latencies = sorted(s * 1000 for _, s in good) or [0.0]
     delta = calls1 - calls0
     return BurstResult(
@@ -575,57 +579,80 @@ def targets(runs: Sequence[RunResult]) -> dict[str, Any]:
     return out
 
 
-def results_table(runs: Sequence[RunResult]) -> Table:
-    table = Table(title="Sessions: read-modify-write on one worker (Redis store)")
-    for name in ("variant", "endpoint", "req/s", "p50 ms", "p99 ms", "server CPU µs/req", "Redis cmds/req"):
-        table.add_column(name, justify="left" if name in ("variant", "endpoint") else "right")
-    for name in ("round trips/req", "Redis CPU µs/req", "errors", "check"):
-        table.add_column(name, justify="left" if name == "check" else "right")
-    for r in runs:
-        table.add_row(
-            r.variant,
-            f"/{r.endpoint}",
-            f"{r.wrk.rps:,.0f}",
-            f"{r.wrk.p50_ms:.2f}",
-            f"{r.wrk.p99_ms:.2f}",
-            f"{r.server_cpu_us:.0f}",
-            f"{r.redis_cmds:.2f}",
-            f"{r.round_trips:.2f}",
-            f"{r.redis_cpu_us:.0f}",
-            str(r.wrk.non_2xx + r.wrk.socket_errors),
-            r.check,
-        )
+RUN_COLUMNS = (
+    "variant",
+    "endpoint",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "server CPU µs/req",
+    "Redis cmds/req",
+    "round trips/req",
+    "Redis CPU µs/req",
+    "errors",
+    "check",
+)
+BURST_COLUMNS = ("variant", "requests", "ok", "failed", "sessions stored", "p50 ms", "max ms", "seconds", "failures")
+LEFT = frozenset({"variant", "endpoint", "check", "failures"})
+
+
+def run_row(r: RunResult) -> list[str]:
+    return [
+        r.variant,
+        f"/{r.endpoint}",
+        f"{r.wrk.rps:,.0f}",
+        f"{r.wrk.p50_ms:.2f}",
+        f"{r.wrk.p99_ms:.2f}",
+        f"{r.server_cpu_us:.0f}",
+        f"{r.redis_cmds:.2f}",
+        f"{r.round_trips:.2f}",
+        f"{r.redis_cpu_us:.0f}",
+        str(r.wrk.non_2xx + r.wrk.socket_errors),
+        r.check,
+    ]
+
+
+def burst_row(b: BurstResult) -> list[str]:
+    failures = ", ".join(f"{k}: {v}" for k, v in b.failures.items()) or "—"
+    return [
+        b.variant,
+        f"{b.requests:,}",
+        f"{b.ok:,}",
+        f"{b.failed:,}",
+        f"{b.sessions_stored:,}",
+        f"{b.p50_ms:.0f}",
+        f"{b.max_ms:.0f}",
+        f"{b.seconds:.2f}",
+        failures,
+    ]
+
+
+def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name, justify="left" if name in LEFT else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
-def burst_table(bursts: Sequence[BurstResult]) -> Table:
-    table = Table(title="Burst: concurrent /rmw requests, each creating a new session")
-    for name in ("variant", "requests", "ok", "failed", "sessions stored", "p50 ms", "max ms", "seconds", "failures"):
-        table.add_column(name, justify="left" if name in ("variant", "failures") else "right")
-    for b in bursts:
-        failures = ", ".join(f"{k}: {v}" for k, v in b.failures.items()) or "—"
-        table.add_row(
-            b.variant,
-            f"{b.requests:,}",
-            f"{b.ok:,}",
-            f"{b.failed:,}",
-            f"{b.sessions_stored:,}",
-            f"{b.p50_ms:.0f}",
-            f"{b.max_ms:.0f}",
-            f"{b.seconds:.2f}",
-            failures,
-        )
-    return table
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |"]
+    lines.append("|" + "|".join("---" if name in LEFT else "---:" for name in columns) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def report(runs: Sequence[RunResult], serials: Sequence[SerialResult], bursts: Sequence[BurstResult]) -> None:
     if runs:
-        console.print(results_table(runs))
+        rows = [run_row(r) for r in runs]
+        console.print(rich_table("Sessions: read-modify-write on one worker (Redis store)", RUN_COLUMNS, rows))
     for s in serials:
         verdict = "[green]ok[/]" if s.ok else "[red]MISMATCH[/]"
         console.print(f"serial check {s.variant}: {s.requests} sequential /rmw -> counter {s.counter} {verdict}")
     if bursts:
-        console.print(burst_table(bursts))
+        rows = [burst_row(b) for b in bursts]
+        console.print(rich_table("Burst: concurrent /rmw, each creating a new session", BURST_COLUMNS, rows))
     for name, value in targets(runs).items():
         console.print(f"{name}: {value}")
 
@@ -643,9 +670,8 @@ def versions() -> dict[str, str]:
 def machine() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError):
-        model = next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
-        )
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
@@ -654,9 +680,24 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def source_fingerprint() -> str:
+    """SHA-256 (12 hex digits) of webtier's source files, to tell which code a result measured."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src" / "webtier").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def write_results(
+    path: Path, payload: dict[str, Any], runs: Sequence[RunResult], bursts: Sequence[BurstResult]
+) -> None:
+    """The JSON results, and the same tables as Markdown beside them (``.md``) for docs/benchmarks.md."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    markdown = markdown_table(RUN_COLUMNS, [run_row(r) for r in runs])
+    if bursts:
+        markdown += "\n" + markdown_table(BURST_COLUMNS, [burst_row(b) for b in bursts])
+    path.with_suffix(".md").write_text(markdown)
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -693,6 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wrk": wrk_version,
         "versions": versions(),
         "machine": machine(),
+        "webtier_source_sha256": source_fingerprint(),
         "open_files_limit": fd_limit,
     }
     with redis_server() as (client, port, pid):
@@ -711,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bursts": [asdict(b) for b in bursts],
         "targets": targets(runs),
     }
-    write_json(options.output, payload)
+    write_results(options.output, payload, runs, bursts)
     console.print(f"[dim]wrote {options.output} in {meta['seconds']}s[/]")
     return 0
 

@@ -47,6 +47,37 @@ def up(**flags: Any) -> None:
 
 
 @main.command()
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="Public address host:port.")
+@click.option("--backend", "backend_urls", multiple=True, help="Backend URL (repeat), e.g. http://127.0.0.1:9001.")
+@click.option("--strategy", default="power_of_two", show_default=True, help="Balancing strategy.")
+@click.option("--admin", default="127.0.0.1:8081", show_default=True, help="Admin API address (loopback only).")
+@click.option("--trusted-proxy", "trusted", multiple=True, help="CIDR whose X-Forwarded-For is extended, not replaced.")
+def balance(listen: str, backend_urls: tuple[str, ...], strategy: str, admin: str, trusted: tuple[str, ...]) -> None:
+    """Run the HTTP load balancer in front of backends."""
+    from webtier.balancer import BalancerConfig, parse_backend
+    from webtier.balancer.config import parse_address
+    from webtier.balancer.server import run
+    from webtier.balancer.strategies import make_strategy
+
+    try:
+        host, port = parse_address(listen, what="--listen")
+        admin_host, admin_port = parse_address(admin, what="--admin")
+        make_strategy(strategy)  # fail fast on an unknown name
+        config = BalancerConfig(
+            listen_host=host,
+            listen_port=port,
+            admin_host=admin_host,
+            admin_port=admin_port,
+            strategy=strategy,
+            backends=[parse_backend(url) for url in backend_urls],
+            trusted_proxies=trusted,
+        )
+        run(config)
+    except WebtierError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
 @click.option("--admin", default="127.0.0.1:8081", show_default=True, help="Admin API address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status JSON.")
 def status(admin: str, as_json: bool) -> None:

@@ -150,10 +150,8 @@ async def serve(config: UpConfig, *, ready: asyncio.Event | None = None) -> None
 
 
 async def _serve_until_exit(server: _Server) -> None:
-    try:
+    with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; serve() reports it
         await server.serve()
-    except SystemExit:  # uvicorn exits when it cannot bind; serve() reports that as a ConfigError
-        pass
 
 
 def _announce(config: UpConfig) -> None:

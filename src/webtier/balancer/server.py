@@ -1,0 +1,111 @@
+"""Run the balancer: the proxy listener, active health checks and the admin API, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from webtier.balancer.admin import admin_app
+from webtier.balancer.backends import BackendSet
+from webtier.balancer.checks import run_checks
+from webtier.balancer.config import BalancerConfig
+from webtier.balancer.health import HealthConfig
+from webtier.balancer.proxy import ClientConnection
+
+__all__ = ["Balancer", "run"]
+
+log = logging.getLogger("webtier.balancer")
+
+
+class _AdminServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the balancer owns signals
+        yield
+
+
+class Balancer:
+    """A running balancer; ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: BalancerConfig, *, health: HealthConfig | None = None) -> None:
+        self.config = config
+        self.backends = BackendSet(config, health=health)
+        self._server: asyncio.Server | None = None
+        self._admin: _AdminServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for address in self.config.backends:
+            self.backends.add(address)
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self.backends, self.config),
+            self.config.listen_host,
+            self.config.listen_port,
+            backlog=2048,
+            reuse_address=True,
+        )
+        self._tasks.append(loop.create_task(run_checks(self.backends)))
+        if self.config.admin_port is not None:
+            self._admin = _AdminServer(
+                uvicorn.Config(
+                    admin_app(self.backends),
+                    host=self.config.admin_host,
+                    port=self.config.admin_port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    loop="none",
+                )
+            )
+            self._tasks.append(loop.create_task(self._admin.serve()))
+            while not self._admin.started:
+                if self._tasks[-1].done():
+                    self._tasks[-1].result()
+                    raise RuntimeError("admin API did not start")
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.should_exit = True
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            if task is not self._tasks[-1] or self._admin is None:
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for member in self.backends.members.values():
+            member.pool.close()
+
+
+async def serve(config: BalancerConfig) -> None:
+    balancer = Balancer(config)
+    await balancer.start()
+    print(f"webtier balance: listening on http://{config.listen_host}:{balancer.port}/", flush=True)
+    if config.admin_port is not None:
+        print(f"                 admin http://{config.admin_host}:{config.admin_port}/status", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await balancer.stop()
+
+
+def run(config: BalancerConfig) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))

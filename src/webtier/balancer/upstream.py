@@ -1,0 +1,214 @@
+"""Connections to one backend: an HTTP/1.1 client protocol and a keep-alive pool.
+
+The protocol parses responses with httptools and hands every event to the
+exchange currently using the connection; it does no policy itself. The pool
+keeps idle connections (LIFO, so few stay warm) and closes them before the
+backend's own keep-alive timeout would, so a reused connection is rarely one
+the backend is closing at that very moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import httptools
+
+__all__ = ["ConnectFailed", "Upstream", "UpstreamListener", "UpstreamPool"]
+
+
+class ConnectFailed(Exception):
+    """The backend did not accept a connection in time."""
+
+
+class UpstreamListener(Protocol):
+    """What an exchange receives from its upstream connection."""
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_complete(self) -> None: ...
+    def on_tunnel_open(self, data: bytes) -> None: ...
+    def on_tunnel_data(self, data: bytes) -> None: ...
+    def on_upstream_lost(self, exc: Exception | None) -> None: ...
+    def on_upstream_writable(self, writable: bool) -> None: ...
+
+
+class Upstream(asyncio.Protocol):
+    __slots__ = (
+        "_headers",
+        "_parser",
+        "_reason",
+        "alive",
+        "idle_since",
+        "listener",
+        "pool",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.listener: UpstreamListener | None = None
+        self.alive = True
+        self.tunnel = False
+        self.idle_since = 0.0
+        self._parser: httptools.HttpResponseParser | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+
+    # -- used by the exchange -------------------------------------------------------------------
+
+    def begin(self, listener: UpstreamListener) -> None:
+        self.listener = listener
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers = []
+        self._reason = b""
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and self.alive:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and self.alive:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.alive:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.alive = False
+        self.listener = None
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        listener = self.listener
+        if self.tunnel:
+            if listener is not None:
+                listener.on_tunnel_data(data)
+            return
+        if listener is None or self._parser is None:
+            self.close()  # bytes nobody asked for: this connection is out of step
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.tunnel = True
+            if self.listener is not None:
+                self.listener.on_tunnel_open(data[upgrade.args[0] :])
+        except httptools.HttpParserError as exc:
+            self.alive = False
+            if self.listener is not None:
+                self.listener.on_upstream_lost(exc)
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.alive = False
+        self.pool.forget(self)
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.on_upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.listener is not None:
+            self.listener.on_upstream_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.listener is not None:
+            self.listener.on_upstream_writable(True)
+
+    # -- httptools callbacks --------------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        if self.listener is not None:
+            status = self._parser.get_status_code()
+            self.listener.on_response_head(status, self._reason, self._headers, self._parser.should_keep_alive())
+        self._headers = []
+        self._reason = b""
+
+    def on_body(self, body: bytes) -> None:
+        if self.listener is not None:
+            self.listener.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.listener is not None:
+            self.listener.on_response_complete()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one backend."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = 2.0,
+        idle_timeout: float = 4.0,
+        max_idle: int = 128,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
+        self._idle: list[Upstream] = []
+        self._all: set[Upstream] = set()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._all)
+
+    async def acquire(self, *, fresh: bool = False) -> tuple[Upstream, bool]:
+        """A connection, and whether it was reused from the pool."""
+        now = time.monotonic()
+        while self._idle and not fresh:
+            conn = self._idle.pop()
+            if conn.alive and now - conn.idle_since < self.idle_timeout:
+                return conn, True
+            conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: Upstream(self), self.host, self.port), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(f"{self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+        self._all.add(conn)
+        return conn, False
+
+    def release(self, conn: Upstream) -> None:
+        conn.listener = None
+        if not conn.alive or conn.tunnel or len(self._idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    def forget(self, conn: Upstream) -> None:
+        self._all.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
