@@ -234,6 +234,64 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds so far: the app server, redis-server, finished children (wrk), this script, the whole host."""
+
+    wall: float
+    server: float
+    redis: float
+    children: float
+    own: float
+    host_busy: float
+    host_steal: float
+
+    @classmethod
+    def take(cls, server_pid: int, redis_pid: int) -> CpuSnapshot:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        busy, steal = host_cpu()
+        return cls(
+            wall=time.monotonic(),
+            server=cpu_seconds(server_pid),
+            redis=cpu_seconds(redis_pid),
+            children=children.ru_utime + children.ru_stime,
+            own=own.ru_utime + own.ru_stime,
+            host_busy=busy,
+            host_steal=steal,
+        )
+
+    def other_cores(self, before: CpuSnapshot) -> float:
+        """Cores busy with anything but this benchmark (server, redis-server, wrk, this script) in between."""
+        ours = (self.server - before.server) + (self.redis - before.redis)
+        ours += (self.children - before.children) + (self.own - before.own)
+        return (self.host_busy - before.host_busy - ours) / max(1e-9, self.wall - before.wall)
+
+    def steal_cores(self, before: CpuSnapshot) -> float:
+        return (self.host_steal - before.host_steal) / max(1e-9, self.wall - before.wall)
+
+
+def host_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from the first line of /proc/stat.
+
+    Busy is user + nice + system time of processes; interrupt time is left out, as the loopback
+    traffic of the benchmark itself is handled there and charged to no process.
+    """
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split()[1:9]
+    )
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system) / tick, steal / tick
+
+
+def idle_check(seconds: float = 2.0) -> float:
+    """Cores busy on the host while this script sleeps: the benchmark wants a quiet machine."""
+    busy0, _ = host_cpu()
+    time.sleep(seconds)
+    busy1, _ = host_cpu()
+    return (busy1 - busy0) / seconds
+
+
 # -- HTTP clients -------------------------------------------------------------------------------
 
 
@@ -370,6 +428,9 @@ class RunResult:
     wrk: WrkResult
     server_cpu_us: float
     redis_cpu_us: float
+    wrk_cpu_cores: float
+    other_cores: float
+    steal_cores: float
     redis_cmds: float
     round_trips: float
     commands: dict[str, float]
@@ -405,9 +466,9 @@ def measure(env: Env, server: Server, endpoint: str) -> RunResult:
     warm_cookie, _ = new_session(server.port)
     run_wrk(url, warm_cookie, options.warmup, options)
     cookie, before = new_session(server.port)
-    calls0, cpu0, rcpu0 = command_calls(env.redis), cpu_seconds(server.pid), cpu_seconds(env.redis_pid)
+    calls0, cpu0 = command_calls(env.redis), CpuSnapshot.take(server.pid, env.redis_pid)
     result = run_wrk(url, cookie, options.duration, options)
-    cpu1, rcpu1, calls1 = cpu_seconds(server.pid), cpu_seconds(env.redis_pid), command_calls(env.redis)
+    cpu1, calls1 = CpuSnapshot.take(server.pid, env.redis_pid), command_calls(env.redis)
     after = read_counter(server.port, cookie)
     n = max(1, result.requests)
     delta = calls1 - calls0
@@ -417,8 +478,11 @@ def measure(env: Env, server: Server, endpoint: str) -> RunResult:
         variant=server.variant,
         endpoint=endpoint,
         wrk=result,
-        server_cpu_us=(cpu1 - cpu0) / n * 1e6,
-        redis_cpu_us=(rcpu1 - rcpu0) / n * 1e6,
+        server_cpu_us=(cpu1.server - cpu0.server) / n * 1e6,
+        redis_cpu_us=(cpu1.redis - cpu0.redis) / n * 1e6,
+        wrk_cpu_cores=(cpu1.children - cpu0.children) / max(1e-9, cpu1.wall - cpu0.wall),
+        other_cores=cpu1.other_cores(cpu0),
+        steal_cores=cpu1.steal_cores(cpu0),
         redis_cmds=delta.total() / n,
         round_trips=(delta.total() - script_only) / n,
         commands=per_request(delta, n),
@@ -589,11 +653,18 @@ RUN_COLUMNS = (
     "Redis cmds/req",
     "round trips/req",
     "Redis CPU µs/req",
+    "other load",
     "errors",
     "check",
 )
 BURST_COLUMNS = ("variant", "requests", "ok", "failed", "sessions stored", "p50 ms", "max ms", "seconds", "failures")
 LEFT = frozenset({"variant", "endpoint", "check", "failures"})
+CHECK_NOTE = (
+    "check: the session counter read back after the run. /rmw: counter vs 1 + requests wrk completed; all wrk\n"
+    "connections share one cookie, so concurrent read-modify-writes of the same field can overwrite each other\n"
+    "(LOST). /read, /untouched: the counter must not change. n/a: wrk does not replay the signed cookie.\n"
+    "other load: cores busy with processes other than this benchmark's (server, redis-server, wrk, itself)."
+)
 
 
 def run_row(r: RunResult) -> list[str]:
@@ -607,6 +678,7 @@ def run_row(r: RunResult) -> list[str]:
         f"{r.redis_cmds:.2f}",
         f"{r.round_trips:.2f}",
         f"{r.redis_cpu_us:.0f}",
+        f"{max(0.0, r.other_cores):.2f}",
         str(r.wrk.non_2xx + r.wrk.socket_errors),
         r.check,
     ]
@@ -647,6 +719,7 @@ def report(runs: Sequence[RunResult], serials: Sequence[SerialResult], bursts: S
     if runs:
         rows = [run_row(r) for r in runs]
         console.print(rich_table("Sessions: read-modify-write on one worker (Redis store)", RUN_COLUMNS, rows))
+        console.print(CHECK_NOTE, style="dim")
     for s in serials:
         verdict = "[green]ok[/]" if s.ok else "[red]MISMATCH[/]"
         console.print(f"serial check {s.variant}: {s.requests} sequential /rmw -> counter {s.counter} {verdict}")
@@ -681,9 +754,11 @@ def machine() -> dict[str, Any]:
 
 
 def source_fingerprint() -> str:
-    """SHA-256 (12 hex digits) of webtier's source files, to tell which code a result measured."""
+    """SHA-256 (12 hex digits) of the webtier source this benchmark runs, to tell which code a result measured."""
+    src = ROOT / "src" / "webtier"
+    files = [*src.glob("*.py"), *(src / "sessions").rglob("*.py"), *(src / "stores").rglob("*.py")]
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "src" / "webtier").rglob("*.py")):
+    for path in sorted(files):
         digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -724,6 +799,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     wrk_version = require_wrk()
     fd_limit = raise_fd_limit()
+    background = idle_check()
+    if background > 0.2:
+        console.print(f"[yellow]warning: {background:.2f} cores busy before the start; results will be noisy[/]")
     started = time.time()
     runs: list[RunResult] = []
     serials: list[SerialResult] = []
@@ -736,6 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine(),
         "webtier_source_sha256": source_fingerprint(),
         "open_files_limit": fd_limit,
+        "background_cores_before_start": round(background, 3),
     }
     with redis_server() as (client, port, pid):
         env = Env(options, client, pid)
@@ -745,6 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             serials += s
             bursts += b
     meta["seconds"] = round(time.time() - started, 1)
+    meta["loadavg_at_end"] = os.getloadavg()
     report(runs, serials, bursts)
     payload = {
         "meta": meta,

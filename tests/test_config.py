@@ -151,8 +151,8 @@ def test_invalid_env(env: dict[str, str], message: str) -> None:
 
 
 def test_unknown_toml_key(tmp_path: Path) -> None:
-    path = write_toml(tmp_path, "[webtier]\nport = 9000\nworkers = 4\n")
-    with pytest.raises(ConfigError, match="unknown setting 'workers'") as info:
+    path = write_toml(tmp_path, "[webtier]\nport = 9000\nwrokers = 4\n")
+    with pytest.raises(ConfigError, match="unknown setting 'wrokers'") as info:
         load_config(env={}, toml_path=path)
     assert str(path) in str(info.value)
 

@@ -35,6 +35,15 @@ def main() -> None:
     default=None,
     help="Secure cookie flag (default: on, except plain http on loopback).",
 )
+@click.option("--workers", type=int, help="A fixed number of workers (no autoscaling).")
+@click.option("--min-workers", type=int, help="Autoscaling lower bound (default 1).")
+@click.option("--max-workers", type=int, help="Autoscaling upper bound (default 4).")
+@click.option("--strategy", help="Balancing strategy (default power_of_two).")
+@click.option(
+    "--mode",
+    type=click.Choice(["stateless", "sticky", "clustered"]),
+    help="Session architecture: stateless (shared store), or the seeds' baselines for comparison.",
+)
 def up(**flags: Any) -> None:
     """Serve the app with sessions in the shared store (settings also from webtier.toml and WEBTIER_*)."""
     from webtier.up import run
@@ -79,6 +88,18 @@ def balance(listen: str, backend_urls: tuple[str, ...], strategy: str, admin: st
 
 @main.command()
 @click.option("--admin", default="127.0.0.1:8081", show_default=True, help="Admin API address.")
+def reload(admin: str) -> None:
+    """Rolling restart of a running `webtier up`: every worker replaced, no request failed."""
+    request = urllib.request.Request(f"http://{admin}/reload", method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http:// built above
+            click.echo(json.load(response).get("reload", "queued"))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise click.ClickException(f"no webtier admin API at {admin}: {exc}") from None
+
+
+@main.command()
+@click.option("--admin", default="127.0.0.1:8081", show_default=True, help="Admin API address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status JSON.")
 def status(admin: str, as_json: bool) -> None:
     """Show the workers of a running `webtier up`."""
@@ -93,18 +114,21 @@ def status(admin: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"webtier {data.get('mode', '')} · store {data.get('store', '?')}")
-    for column in ("worker", "url", "state", "in flight", "requests"):
+    table = Table(title=f"webtier {data.get('mode', 'balance')} · store {data.get('store', '-')}")
+    for column in ("worker", "url", "state", "in flight", "requests", "cpu %", "pid"):
         table.add_column(column)
     for worker in data.get("workers", []):
         table.add_row(
-            str(worker.get("id")),
-            str(worker.get("url")),
-            str(worker.get("state")),
-            str(worker.get("inflight", "")),
-            str(worker.get("requests", "")),
+            *(str(worker.get(key, "")) for key in ("id", "url", "state", "inflight", "requests", "cpu_percent", "pid"))
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    scale = data.get("autoscale")
+    if scale:
+        console.print(
+            f"autoscale: {scale['metric']} target {scale['target']} per worker, "
+            f"{scale['min_workers']}..{scale['max_workers']} workers, desired {scale['desired']}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,7 @@ __all__ = ["DEFAULT_STORE", "UpConfig", "WorkerSettings", "load_config", "redact
 
 DEFAULT_STORE = "sqlite:///.webtier/sessions.db"
 DEFAULT_APP = "webtier.demo:create_app"
+MODES = ("stateless", "sticky", "clustered")
 _ENV_PREFIX = "WEBTIER_"
 
 
@@ -51,6 +52,13 @@ class UpConfig:
     admin_port: int = 8081
     store: str = DEFAULT_STORE
     cookie_secure: bool | None = None  # None: Secure unless served as plain http on loopback
+    workers: int | None = None  # a fixed pool size; overrides min/max
+    min_workers: int = 1
+    max_workers: int = 4
+    strategy: str | None = None  # None: power_of_two (sticky in sticky mode)
+    mode: str = "stateless"
+    scale_target: float = 8.0  # per-worker in-flight requests the autoscaler aims for
+    scale_down_window: float = 30.0
 
     def __post_init__(self) -> None:
         _port("port", self.port)
@@ -60,8 +68,34 @@ class UpConfig:
         module, sep, attr = self.app.partition(":")
         if not sep or not module or not attr:
             raise ConfigError(f"app {self.app!r} must look like 'package.module:attribute'")
+        low, high = self.pool_bounds
+        if low < 1 or high < low:
+            raise ConfigError(f"worker bounds must satisfy 1 <= min_workers <= max_workers, not {low}..{high}")
+        if high > 64:
+            raise ConfigError(f"max_workers {high} is more than 64")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "sticky" and self.strategy not in (None, "sticky"):
+            raise ConfigError("sticky mode pins users with the sticky strategy; leave --strategy unset")
+        if not self.scale_target > 0 or not self.scale_down_window >= 0:
+            raise ConfigError("scale_target must be positive and scale_down_window at least 0")
         if "://" not in self.store:
             raise ConfigError(f"store {self.store!r} is not a URL (e.g. {DEFAULT_STORE}, redis://127.0.0.1:6379/0)")
+
+    @property
+    def pool_bounds(self) -> tuple[int, int]:
+        return (self.workers, self.workers) if self.workers is not None else (self.min_workers, self.max_workers)
+
+    @property
+    def balancing(self) -> str:
+        if self.mode == "sticky":
+            return "sticky"
+        return self.strategy or "power_of_two"
+
+    @property
+    def worker_store(self) -> str:
+        """Sticky mode is the stateful baseline: every worker keeps its sessions in its own memory."""
+        return "memory://" if self.mode == "sticky" else self.store
 
     @property
     def is_factory(self) -> bool:
@@ -72,28 +106,43 @@ class UpConfig:
         return not _is_loopback(self.host) if self.cookie_secure is None else self.cookie_secure
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerSettings:
     """What a worker process learns from its supervisor (through the environment)."""
 
     worker_id: str
-    store: str
-    secure_cookies: bool
+    store: str = DEFAULT_STORE
+    secure_cookies: bool = True
+    app: str = DEFAULT_APP
+    factory: bool = True
+    port: int = 0
+    heartbeat_fd: int | None = None
 
     def to_env(self) -> dict[str, str]:
-        return {
+        env = {
             "WEBTIER_WORKER_ID": self.worker_id,
             "WEBTIER_STORE": self.store,
             "WEBTIER_COOKIE_SECURE": "1" if self.secure_cookies else "0",
+            "WEBTIER_WORKER_APP": self.app,
+            "WEBTIER_WORKER_FACTORY": "1" if self.factory else "0",
+            "WEBTIER_WORKER_PORT": str(self.port),
         }
+        if self.heartbeat_fd is not None:
+            env["WEBTIER_HEARTBEAT_FD"] = str(self.heartbeat_fd)
+        return env
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
         env = os.environ if env is None else env
+        fd = env.get("WEBTIER_HEARTBEAT_FD")
         return cls(
             worker_id=env.get("WEBTIER_WORKER_ID") or f"pid-{os.getpid()}",
             store=env.get("WEBTIER_STORE") or DEFAULT_STORE,
             secure_cookies=_parse_bool("WEBTIER_COOKIE_SECURE", env.get("WEBTIER_COOKIE_SECURE", "1")),
+            app=env.get("WEBTIER_WORKER_APP") or DEFAULT_APP,
+            factory=_parse_bool("WEBTIER_WORKER_FACTORY", env.get("WEBTIER_WORKER_FACTORY", "1")),
+            port=int(env.get("WEBTIER_WORKER_PORT") or 0),
+            heartbeat_fd=int(fd) if fd else None,
         )
 
 
@@ -114,8 +163,14 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
             if isinstance(value, bool | float):
                 raise ValueError
             return int(value)
+        if "float" in kind:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
     except ValueError:
-        raise ConfigError(f"{name} must be {'a number' if 'int' in kind else 'true or false'}, not {value!r}") from None
+        raise ConfigError(
+            f"{name} must be {'true or false' if 'bool' in kind else 'a number'}, not {value!r}"
+        ) from None
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, not {value!r}")
     return value

@@ -1,8 +1,11 @@
-"""``webtier up``: the app and its admin API, on the embedded session store.
+"""``webtier up``: the whole stateless tier on one machine.
 
-This runs one worker in this process: the public app on ``host:port`` and the
-admin API on ``127.0.0.1:admin_port`` (never the public port). Sessions live in
-the configured store, so stopping and starting again keeps every user logged in.
+The balancer listens on ``host:port``; the supervisor runs workers (the app on
+uvicorn, each on its own loopback port) and registers them once they answer
+``/healthz``; the autoscaler grows and shrinks the pool with traffic; sessions
+live in the configured store, so any worker can serve any request and a worker
+can die, be added or be replaced without a user noticing. The admin API and
+status stay on ``127.0.0.1:admin_port``.
 """
 
 from __future__ import annotations
@@ -10,162 +13,190 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import deque
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.importer import ImportFromStringError, import_from_string
 
+from webtier.autoscale.loop import run_autoscaler
+from webtier.autoscale.policy import Decision, ScalePolicy
+from webtier.balancer import Balancer, BalancerConfig
+from webtier.balancer.admin import admin_app
+from webtier.balancer.backends import BackendSet
+from webtier.balancer.health import HealthConfig
 from webtier.config import UpConfig, WorkerSettings, redact_url
 from webtier.exceptions import ConfigError
+from webtier.pool.supervisor import PoolConfig, Supervisor
+from webtier.stores import open_store
 
-__all__ = ["WorkerStats", "admin_app", "run", "serve"]
+__all__ = ["Tier", "run", "serve"]
 
 log = logging.getLogger("webtier.up")
 
-
-@dataclass(slots=True)
-class WorkerStats:
-    """Counters of one worker, kept by :class:`_Counting` around the app."""
-
-    worker_id: str
-    url: str
-    inflight: int = 0
-    requests: int = 0
-    started: float = field(default_factory=time.time)
+# Workers join the balancer only after /healthz answered, so one passing check is proof enough.
+_HEALTH = HealthConfig(interval=1.0, timeout=0.5, rise=1, fall=2, slow_start=2.0)
 
 
-class _Counting:
-    """Pure ASGI wrapper counting requests in flight and served."""
+class Tier:
+    """Balancer + supervisor + autoscaler, wired together."""
 
-    def __init__(self, app: ASGIApp, stats: WorkerStats) -> None:
-        self.app = app
-        self.stats = stats
+    def __init__(self, config: UpConfig, *, echo: bool = True) -> None:
+        if config.mode == "clustered":
+            raise ConfigError("--mode clustered is not available yet; use stateless or sticky")
+        self.config = config
+        self.echo = echo
+        open_store(config.worker_store)  # a bad store URL fails here, not in every worker
+        low, high = config.pool_bounds
+        self.policy = ScalePolicy(
+            target=config.scale_target,
+            min_workers=low,
+            max_workers=high,
+            scale_down_window=config.scale_down_window,
+        )
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        self.events: deque[dict[str, Any]] = deque(maxlen=200)
+        self.balancer = Balancer(
+            BalancerConfig(
+                listen_host=config.host,
+                listen_port=config.port,
+                admin_port=config.admin_port,
+                strategy=config.balancing,
+            ),
+            health=_HEALTH,
+            admin=self._admin,
+        )
+        worker = WorkerSettings(
+            worker_id="template",
+            store=config.worker_store,
+            secure_cookies=config.secure_cookies,
+            app=config.app,
+            factory=config.is_factory,
+        )
+        self.supervisor = Supervisor(PoolConfig(worker=worker), self.balancer.backends, self._on_event)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        self.stats.inflight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.stats.inflight -= 1
-            self.stats.requests += 1
+    # -- admin API additions -------------------------------------------------------------------
 
+    def _admin(self, backends: BackendSet) -> Starlette:
+        async def reload(request: Request) -> JSONResponse:
+            self.supervisor.request("reload")
+            return JSONResponse({"reload": "queued"}, status_code=202)
 
-def admin_app(config: UpConfig, workers: list[WorkerStats]) -> Starlette:
-    async def status(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "mode": "stateless",
-                "store": redact_url(config.store),
-                "app": config.app,
-                "url": f"http://{config.host}:{config.port}",
-                "workers": [
-                    {
-                        "id": w.worker_id,
-                        "url": w.url,
-                        "state": "ready",
-                        "inflight": w.inflight,
-                        "requests": w.requests,
-                        "uptime": round(time.time() - w.started, 1),
-                        "pid": os.getpid(),
-                    }
-                    for w in workers
-                ],
-            }
+        async def scale(request: Request) -> JSONResponse:
+            try:
+                body = await request.json()
+                count = int(body["workers"])
+            except (ValueError, KeyError, TypeError):
+                return JSONResponse({"error": 'send {"workers": N}'}, status_code=400)
+            low, high = self.config.pool_bounds
+            if not low <= count <= high:
+                return JSONResponse({"error": f"workers must be within {low}..{high}"}, status_code=400)
+            self.supervisor.request("scale", count)
+            return JSONResponse({"scale": count}, status_code=202)
+
+        return admin_app(
+            backends,
+            status_of=self.status,
+            routes=[Route("/reload", reload, methods=["POST"]), Route("/scale", scale, methods=["POST"])],
         )
 
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True})
+    def status(self) -> dict[str, Any]:
+        low, high = self.config.pool_bounds
+        return {
+            "mode": self.config.mode,
+            "store": redact_url(self.config.worker_store),
+            "app": self.config.app,
+            "url": f"http://{self.config.host}:{self.config.port}",
+            "workers": self.supervisor.status(),
+            "autoscale": {
+                "metric": self.policy.metric,
+                "target": self.policy.target,
+                "min_workers": low,
+                "max_workers": high,
+                "desired": self.supervisor.target,
+            },
+            "decisions": list(self.decisions)[-10:],
+            "events": list(self.events)[-20:],
+        }
 
-    return Starlette(routes=[Route("/status", status), Route("/healthz", healthz)])
+    # -- events ----------------------------------------------------------------------------------
 
+    def _on_event(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append({"at": time.time(), "event": kind, **data})
+        if self.echo and kind in ("worker_ready", "worker_stopped", "worker_crashed", "worker_hung", "reloaded"):
+            detail = " ".join(f"{k}={v}" for k, v in data.items())
+            ready = len(self.supervisor.ready)
+            print(f"  {time.strftime('%H:%M:%S')}  {kind:<15} {detail}  ({ready} ready)", flush=True)
 
-def load_app(config: UpConfig) -> ASGIApp:
-    try:
-        target = import_from_string(config.app)
-    except ImportFromStringError as exc:
-        raise ConfigError(f"cannot load app {config.app!r}: {exc}") from None
-    app: ASGIApp = target() if config.is_factory else target
-    return app
+    def _on_decision(self, decision: Decision) -> None:
+        if decision.desired != decision.current:
+            self.decisions.append(decision.as_dict())
+            if self.echo:
+                print(f"  {time.strftime('%H:%M:%S')}  autoscale       {decision.reason}", flush=True)
 
+    # -- lifecycle -------------------------------------------------------------------------------
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to :func:`serve` (two servers share one loop)."""
+    async def run(self, *, ready: asyncio.Event | None = None) -> None:
+        low, high = self.config.pool_bounds
+        supervise = asyncio.create_task(self.supervisor.run(low))
+        await self.supervisor.started.wait()  # listen only once there is a worker to send requests to
+        try:
+            if not self.supervisor.ready:
+                raise ConfigError(f"no worker of {self.config.app!r} became ready (its errors are printed above)")
+            await self.balancer.start()
+        except BaseException:
+            self.supervisor.request("stop")
+            await supervise
+            raise
+        scaler = None
+        if high > low:
+            scaler = asyncio.create_task(run_autoscaler(self.supervisor, self.policy, on_decision=self._on_decision))
+        if self.echo:
+            self._announce()
+        if ready is not None:
+            ready.set()
+        try:
+            await supervise
+        finally:
+            if scaler is not None:
+                scaler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scaler
+            await self.balancer.stop()
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    def _announce(self) -> None:
+        c = self.config
+        low, high = c.pool_bounds
+        pool = f"{low} worker{'s' if low > 1 else ''}" if low == high else f"{low}..{high} workers, autoscaled"
+        print(f"webtier up ({c.mode}): app    http://{c.host}:{c.port}/", flush=True)
+        print(f"                        admin  http://127.0.0.1:{c.admin_port}/status", flush=True)
+        print(f"                        store  {redact_url(c.worker_store)}", flush=True)
+        print(f"                        pool   {pool}, balancing {c.balancing}", flush=True)
+        if not c.secure_cookies:
+            print("                        cookies without Secure: plain http on loopback", flush=True)
+        print("                        Ctrl-C stops (drains every worker first)", flush=True)
 
 
 async def serve(config: UpConfig, *, ready: asyncio.Event | None = None) -> None:
-    worker = WorkerSettings(worker_id="w1", store=config.store, secure_cookies=config.secure_cookies)
-    os.environ.update(worker.to_env())  # how every worker learns its settings
-    stats = WorkerStats(worker.worker_id, f"http://{config.host}:{config.port}")
-    common: dict[str, Any] = {"log_level": "warning", "access_log": False, "loop": "none"}
-    app_server = _Server(
-        uvicorn.Config(
-            _Counting(load_app(config), stats), host=config.host, port=config.port, http="httptools", **common
-        )
-    )
-    admin_server = _Server(
-        uvicorn.Config(admin_app(config, [stats]), host="127.0.0.1", port=config.admin_port, lifespan="off", **common)
-    )
-
-    def stop() -> None:
-        app_server.should_exit = admin_server.should_exit = True
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.create_task(_serve_until_exit(app_server)), asyncio.create_task(_serve_until_exit(admin_server))]
-    while not (app_server.started and admin_server.started):
-        if any(t.done() for t in tasks):
-            stop()
-            break
-        await asyncio.sleep(0.01)
-    else:
-        if ready is not None:
-            ready.set()
-        _announce(config)
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        raise failures[0]
-    if not (app_server.started and admin_server.started):
-        raise ConfigError(f"could not listen on {config.host}:{config.port} and 127.0.0.1:{config.admin_port}")
-
-
-async def _serve_until_exit(server: _Server) -> None:
-    with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; serve() reports it
-        await server.serve()
-
-
-def _announce(config: UpConfig) -> None:
-    secure = "" if config.secure_cookies else "  (cookies without Secure: plain http on loopback)"
-    print(f"webtier up: app    http://{config.host}:{config.port}/", flush=True)
-    print(f"            admin  http://127.0.0.1:{config.admin_port}/status", flush=True)
-    print(f"            store  {redact_url(config.store)}{secure}", flush=True)
-    print("            Ctrl-C stops", flush=True)
+    tier = Tier(config)
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: no signals
+        tier.supervisor.install_signal_handlers()
+    try:
+        await tier.run(ready=ready)
+    except OSError as exc:
+        raise ConfigError(
+            f"could not listen on {config.host}:{config.port} or 127.0.0.1:{config.admin_port}: {exc}"
+        ) from None
 
 
 def run(config: UpConfig) -> None:
+    logging.basicConfig(level=logging.WARNING, format="  %(asctime)s  %(name)s  %(message)s", datefmt="%H:%M:%S")
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+    except ImportError:  # pragma: no cover
         asyncio.run(serve(config))
     else:
         uvloop.run(serve(config))

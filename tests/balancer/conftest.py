@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from tests.servers import free_port, wait_for_port
 
+from tests.servers import free_port, wait_for_port
 from webtier.balancer import Balancer, BalancerConfig
 from webtier.balancer.config import BackendAddress
 from webtier.balancer.health import HealthConfig

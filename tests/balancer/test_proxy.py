@@ -10,8 +10,8 @@ import resource
 import httpx
 import pytest
 import websockets
-from tests.balancer.conftest import BackendProcess, running_balancer
 
+from tests.balancer.conftest import BackendProcess, running_balancer
 from webtier.balancer.config import BackendAddress
 
 pytestmark = pytest.mark.anyio

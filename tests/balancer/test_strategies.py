@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from itertools import groupby
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,8 +20,8 @@ from webtier.balancer.strategies import (
     ConsistentHash,
     PowerOfTwo,
     RequestInfo,
-    Strategy,
     Sticky,
+    Strategy,
     make_strategy,
 )
 from webtier.exceptions import ConfigError
@@ -28,11 +29,13 @@ from webtier.exceptions import ConfigError
 REQUEST = RequestInfo(client_ip="10.0.0.1", path="/", headers={}, cookies={})
 
 
-def pool(n: int, *, start: int = 0, **kw: object) -> list[Backend]:
-    return [Backend(f"w{i}", "127.0.0.1", 9000 + i, **kw) for i in range(start, start + n)]  # type: ignore[arg-type]
+def pool(n: int, *, start: int = 0) -> list[Backend]:
+    return [Backend(f"w{i}", "127.0.0.1", 9000 + i) for i in range(start, start + n)]
 
 
-def request(ip: str = "10.0.0.1", path: str = "/", headers: dict[str, str] | None = None, **cookies: str) -> RequestInfo:
+def request(
+    ip: str = "10.0.0.1", path: str = "/", headers: dict[str, str] | None = None, **cookies: str
+) -> RequestInfo:
     return RequestInfo(client_ip=ip, path=path, headers=headers or {}, cookies=cookies)
 
 
@@ -312,7 +315,7 @@ def test_consistent_hash_bounded_load_moves_keys_off_an_overloaded_backend() -> 
     assert all(a == b for a, b in zip(before, after, strict=True) if a != "w1")
     backends[0].inflight = backends[2].inflight = backends[3].inflight = 30  # average 47.5, bound 60
     assert "w1" not in hash_map(strategy, backends, 2000)
-    backends[1].inflight = 50  # within the bound again: it gets its keys back
+    backends[1].inflight = 40  # average 32.5, bound 41: within it again, w1 gets its keys back
     assert hash_map(strategy, backends, 2000) == before
 
 
@@ -352,7 +355,7 @@ def test_consistent_hash_builds_its_ring_from_candidates_without_update() -> Non
 @pytest.mark.parametrize(
     "opts", [{"key": "host"}, {"key": "header:"}, {"key": "cookie"}, {"replicas": 0}, {"load_factor": 0.9}]
 )
-def test_consistent_hash_rejects_bad_options(opts: dict[str, object]) -> None:
+def test_consistent_hash_rejects_bad_options(opts: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         make_strategy("consistent_hash", **opts)
 
@@ -381,14 +384,14 @@ def test_sticky_options() -> None:
     strategy = make_strategy("sticky", cookie="lb", fallback="power_of_two", rng=random.Random(1))
     assert strategy.affinity_cookie == "lb"
     assert ids(strategy, backends, 1, request(lb="w3")) == ["w3"]
-    assert ids(strategy, backends, 1, request(webtier_backend="w3")) != [] and isinstance(strategy, Sticky)
+    assert set(ids(strategy, backends, 20, request(webtier_backend="w3"))) != {"w3"}  # not its cookie
     direct = Sticky(fallback=ConsistentHash(key="path"))
     direct.update(backends)
     assert direct.choose(backends, request(path="/x")) in backends
 
 
 @pytest.mark.parametrize("opts", [{"fallback": "sticky"}, {"fallback": "nope"}, {"cookie": "a b"}, {"cookie": ""}])
-def test_sticky_rejects_bad_options(opts: dict[str, object]) -> None:
+def test_sticky_rejects_bad_options(opts: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         make_strategy("sticky", **opts)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from webtier.balancer.backends import BackendSet
 from webtier.balancer.config import parse_backend
@@ -17,10 +18,19 @@ from webtier.exceptions import ConfigError
 __all__ = ["admin_app"]
 
 
-def admin_app(backends: BackendSet) -> Starlette:
+def admin_app(
+    backends: BackendSet,
+    *,
+    status_of: Callable[[], dict[str, Any]] | None = None,
+    routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The admin API; ``status_of`` adds to ``/status`` and ``routes`` add endpoints (``webtier up`` does both)."""
+
     async def status(request: Request) -> JSONResponse:
         body = backends.status()
         body["workers"] = body["backends"]  # the same list under the name `webtier up` uses
+        if status_of is not None:
+            body.update(status_of())
         return JSONResponse(body)
 
     async def metrics(request: Request) -> Response:
@@ -67,6 +77,7 @@ def admin_app(backends: BackendSet) -> Starlette:
             Route("/backends/{backend:path}/drain", drain, methods=["POST"]),
             Route("/backends/{backend:path}", remove, methods=["DELETE"]),
             Route("/strategy", strategy, methods=["PUT", "POST"]),
+            *routes,
         ]
     )
 

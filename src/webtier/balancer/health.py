@@ -14,7 +14,7 @@ checks, watches the responses, feeds each outcome as an :class:`Event` with the 
                                     ▼   │ EJECTION_EXPIRED (deadline)       │
                                     EJECTED ────────────────────────────────┘
 
-      DRAIN from any state above → DRAINING; REMOVE from any state → REMOVED (final).
+      DRAIN from any state above → DRAINING; REMOVE from any other state → REMOVED (final).
 
 When an ejection expires the backend goes straight back to HEALTHY: there is no separate probing
 state because re-entering HEALTHY restarts the slow-start ramp, so it gets a small share of traffic

@@ -16,6 +16,8 @@ __all__ = [
     "HOP_BY_HOP",
     "Framing",
     "RequestError",
+    "check_header",
+    "check_request_line",
     "error_response",
     "request_framing",
     "response_framing",
@@ -40,6 +42,9 @@ HOP_BY_HOP = frozenset(
 )
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# RFC 3986 reg-name (unreserved / pct-encoded / sub-delims), the host part of a Host header.
+_REG_NAME = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 _REQUEST_ID_CHARS = frozenset(b"0123456789abcdefABCDEF-_.:abcdefghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ")
 
 _REASONS = {
@@ -52,6 +57,7 @@ _REASONS = {
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
 }
 
 
@@ -80,30 +86,83 @@ def _is_token(value: bytes) -> bool:
     return bool(value) and all(c in _TOKEN for c in value)
 
 
+def _is_host(value: bytes) -> bool:
+    """``uri-host [ ":" port ]`` (RFC 9112 §3.2, RFC 3986 §3.2.2); an empty value is allowed."""
+    if value.startswith(b"["):  # IP-literal: checked loosely, it only has to be unambiguous
+        end = value.find(b"]")
+        host, rest = value[1:end], value[end + 1 :]
+        if end < 0 or not host or not all(c in _REG_NAME or c == 0x3A for c in host):
+            return False
+    else:
+        host, colon, port = value.partition(b":")
+        rest = colon + port
+        if not all(c in _REG_NAME for c in host):
+            return False
+        percents = [i for i, c in enumerate(host) if c == 0x25]
+        if any(not (i + 2 < len(host) and host[i + 1] in _HEX and host[i + 2] in _HEX) for i in percents):
+            return False
+    return not rest or (rest[:1] == b":" and all(c in b"0123456789" for c in rest[1:]))
+
+
 def check_header(name: bytes, value: bytes) -> None:
-    """Reject names that are not tokens and values with control characters (CR, LF, NUL...)."""
+    """Reject names that are not tokens, values with control characters (CR, LF, NUL...), a malformed Host."""
     if not _is_token(name):
         raise RequestError(400, "invalid header name")
     for c in value:
         if (c < 0x20 and c != 0x09) or c == 0x7F:
             raise RequestError(400, "control character in header value")
+    if name.lower() == b"host" and not _is_host(value.strip(b" \t")):
+        raise RequestError(400, "invalid Host header")
 
 
-def request_framing(headers: Sequence[tuple[bytes, bytes]]) -> Framing:
-    """The body framing of a request, refusing every ambiguous combination (RFC 9112 §6.3)."""
+def check_request_line(method: bytes, target: bytes, version: str) -> None:
+    """What the proxy forwards: HTTP/1.0 or 1.1, origin-form targets (``*`` for OPTIONS only), never CONNECT."""
+    if version not in ("1.0", "1.1"):
+        raise RequestError(505, f"HTTP/{version} is not supported")
+    if method == b"CONNECT":
+        raise RequestError(400, "CONNECT is not supported by a reverse proxy")
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise RequestError(400, "the asterisk-form target is for OPTIONS only")
+        return
+    if not target.startswith(b"/"):
+        raise RequestError(400, "only origin-form request targets are proxied")
+    if b"#" in target:
+        raise RequestError(400, "a request target has no fragment")
+
+
+def request_framing(headers: Sequence[tuple[bytes, bytes]], *, http10: bool = False) -> Framing:
+    """The body framing of a request, refusing every ambiguous combination (RFC 9112 §6.3).
+
+    Also refuses a second Host header (RFC 9112 §3.2): like two framings, two
+    Hosts let the proxy and a backend disagree about the request. This is the
+    one check the proxy runs on the complete header list, so it lives here.
+    """
     lengths: list[bytes] = []
     encodings: list[bytes] = []
+    hosts = 0
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"content-length":
             lengths.append(value.strip())
         elif lowered == b"transfer-encoding":
-            encodings.extend(v.strip().lower() for v in value.split(b","))
+            encodings.extend(v.strip(b" \t").lower() for v in value.split(b","))
+        elif lowered == b"host":
+            hosts += 1
+    if hosts > 1:
+        raise RequestError(400, "more than one Host header")
     if encodings:
         if lengths:
             raise RequestError(400, "both Content-Length and Transfer-Encoding")
-        if encodings != [b"chunked"]:
-            raise RequestError(400 if b"chunked" in encodings else 501, "unsupported Transfer-Encoding")
+        if http10:
+            raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 §6.1: faulty framing
+        if not all(_is_token(e) for e in encodings):
+            raise RequestError(400, "invalid Transfer-Encoding")
+        if encodings[-1] != b"chunked" or encodings.count(b"chunked") > 1:
+            # RFC 9112 §6.3: chunked not final, the length is unknowable; chunked at most once (§6.1).
+            raise RequestError(400, "chunked must be the final transfer coding, once")
+        if len(encodings) > 1:
+            raise RequestError(501, "unsupported transfer coding")  # RFC 9112 §6.1: understood framing, unknown coding
         return Framing(chunked=True)
     if not lengths:
         return Framing()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -349,13 +349,12 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else "unknown"
         self.trusted = self.config.is_trusted(self.client_ip)
         if not self.backends.admit_connection(self):
-            transport.write(error_response(503, "too many connections"))
+            self.transport.write(error_response(503, "too many connections"))
             self.close()
             return
         self._arm(self.config.header_timeout, self._header_timeout)

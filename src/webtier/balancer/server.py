@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from webtier.balancer.admin import admin_app
 from webtier.balancer.backends import BackendSet
@@ -16,6 +17,7 @@ from webtier.balancer.checks import run_checks
 from webtier.balancer.config import BalancerConfig
 from webtier.balancer.health import HealthConfig
 from webtier.balancer.proxy import ClientConnection
+from webtier.exceptions import ConfigError
 
 __all__ = ["Balancer", "run"]
 
@@ -31,9 +33,16 @@ class _AdminServer(uvicorn.Server):
 class Balancer:
     """A running balancer; ``await start()``, then ``await stop()``."""
 
-    def __init__(self, config: BalancerConfig, *, health: HealthConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: BalancerConfig,
+        *,
+        health: HealthConfig | None = None,
+        admin: Callable[[BackendSet], ASGIApp] = admin_app,
+    ) -> None:
         self.config = config
         self.backends = BackendSet(config, health=health)
+        self._admin_factory = admin
         self._server: asyncio.Server | None = None
         self._admin: _AdminServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -58,7 +67,7 @@ class Balancer:
         if self.config.admin_port is not None:
             self._admin = _AdminServer(
                 uvicorn.Config(
-                    admin_app(self.backends),
+                    self._admin_factory(self.backends),
                     host=self.config.admin_host,
                     port=self.config.admin_port,
                     log_level="warning",
@@ -67,11 +76,13 @@ class Balancer:
                     loop="none",
                 )
             )
-            self._tasks.append(loop.create_task(self._admin.serve()))
+            self._tasks.append(loop.create_task(_serve_admin(self._admin)))
             while not self._admin.started:
                 if self._tasks[-1].done():
-                    self._tasks[-1].result()
-                    raise RuntimeError("admin API did not start")
+                    self._server.close()
+                    raise ConfigError(
+                        f"the admin API cannot listen on {self.config.admin_host}:{self.config.admin_port}"
+                    )
                 await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -86,6 +97,11 @@ class Balancer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for member in self.backends.members.values():
             member.pool.close()
+
+
+async def _serve_admin(server: _AdminServer) -> None:
+    with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; start() reports it
+        await server.serve()
 
 
 async def serve(config: BalancerConfig) -> None:
