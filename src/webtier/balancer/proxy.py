@@ -22,6 +22,7 @@ from webtier.balancer.http import (
     Framing,
     RequestError,
     check_header,
+    check_request_line,
     error_response,
     head,
     request_framing,
@@ -345,6 +346,10 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._upgrading: Exchange | None = None
         self._reading_paused = False
+        self._refusal: bytes | None = None  # an error owed after the pipelined requests before it are answered
+        self._in_head = False
+        self._head_began = False
+        self._head_bytes = 0
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -373,6 +378,9 @@ class ClientConnection(asyncio.Protocol):
         if self._upgrading is not None:
             self._upgrading.feed_tunnel(data)
             return
+        if self._refusal is not None:
+            return  # the rest of the stream is no longer HTTP we can trust
+        self._head_began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -395,6 +403,12 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(500, "internal error")
         except httptools.HttpParserError:
             self._reject(400, "malformed request")
+        else:
+            if self._in_head and not self._head_began:
+                # httptools buffers a field line until it ends: bound the head by bytes as well as by lines.
+                self._head_bytes += len(data)
+                if self._head_bytes > self.config.max_url_bytes + self.config.max_header_bytes:
+                    self._reject(431, "request headers too large")
 
     def pause_writing(self) -> None:
         exchange = self._current()
@@ -413,6 +427,8 @@ class ClientConnection(asyncio.Protocol):
         self._headers = []
         self._header_bytes = 0
         self._cookies = None
+        self._in_head = self._head_began = True
+        self._head_bytes = 0
         if self._timer is None or self._running is None:
             self._arm(self.config.header_timeout, self._header_timeout)
 
@@ -429,11 +445,12 @@ class ClientConnection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         parser = self.parser
-        framing = request_framing(self._headers)
-        if not self._url.startswith(b"/") and self._url != b"*":
-            raise RequestError(400, "only origin-form request targets are proxied")
-        if not any(n.lower() == b"host" for n, _ in self._headers) and parser.get_http_version() == "1.1":
+        version = parser.get_http_version()
+        check_request_line(parser.get_method(), self._url, version)
+        framing = request_framing(self._headers, http10=version == "1.0")
+        if not any(n.lower() == b"host" for n, _ in self._headers) and version == "1.1":
             raise RequestError(400, "missing Host header")
         upgrade = None
         if parser.should_upgrade():
@@ -472,6 +489,10 @@ class ClientConnection(asyncio.Protocol):
         exchange = self._current()
         if exchange is None:
             self._running = None
+            if self._refusal is not None:
+                self.write(self._refusal)
+                self.close()
+                return
             if not self.closed:
                 self._arm(self.config.keepalive_timeout, self.close)
             return
@@ -542,11 +563,19 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _reject(self, status: int, reason: str) -> None:
-        if self.closed:
+        if self.closed or self._refusal is not None:
             return
         if self._running is None or self._current() is None or self._current() is self._parsing:
             self.write(error_response(status, reason))
-        self.close()
+            self.close()
+            return
+        # Earlier pipelined requests are still being answered: they are owed their responses.
+        # Drop the refused one, read no further, and refuse it (then close) once they are done.
+        if self._parsing is not None and self._parsing in self._queue:
+            self._queue.remove(self._parsing)
+        self._parsing = None
+        self._refusal = error_response(status, reason)
+        self.pause_reading()
 
     def _header_timeout(self) -> None:
         self._timer = None
