@@ -586,8 +586,8 @@ class Run:
     backend_cpu_pct: list[float]  # per backend, % of one core
     wrk_cpu_pct: float
     machine_busy_pct: float  # of all cores together
-    softirq_cpu_pct: float  # % of one core: irq+softirq, mostly loopback TCP, charged to no process
-    other_cpu_pct: float  # % of one core: everything else busy (other processes on the machine)
+    softirq_cpu_pct: float  # % of one core: irq+softirq time (loopback TCP); partly also in processes' stime
+    rest_cpu_pct: float  # % of one core: busy time not in LB, backends or wrk (softirq, other processes)
     steal_pct: float  # of all cores together: taken by the hypervisor
     webtier_requests: dict[str, int] = field(default_factory=dict)  # per backend, from /status
     quiet_before: dict[str, float] = field(default_factory=dict)  # machine load before the warm-up
@@ -632,7 +632,7 @@ def measure(kind: str, target: Target, backends: Sequence[Proc], options: Option
         wrk_cpu_pct=wrk_pct,
         machine_busy_pct=busy_pct,
         softirq_cpu_pct=softirq_pct,
-        other_cpu_pct=busy_pct * CPUS - softirq_pct - balancer_pct - sum(backend_pct) - wrk_pct,
+        rest_cpu_pct=busy_pct * CPUS - balancer_pct - sum(backend_pct) - wrk_pct,
         steal_pct=(steal1 - steal0) / ticks * 100,
         webtier_requests={k: counts1[k] - counts0.get(k, 0) for k in counts1},
         quiet_before=quiet,
@@ -730,8 +730,7 @@ COLUMNS = (
     "LB CPU µs/req",
     "backends CPU %",
     "wrk CPU %",
-    "softirq %",
-    "other %",
+    "rest %",
     "machine busy",
     "errors",
     "vs HAProxy",
@@ -739,8 +738,9 @@ COLUMNS = (
 LEFT = frozenset({"backends", "balancer", "backends CPU %"})
 COLUMNS_NOTE = (
     "CPU columns in % of one core over the measured run: LB = the balancer's processes (utime+stime), backends\n"
-    "= each backend, softirq = irq+softirq time (loopback TCP, charged to no process), other = the rest of the\n"
-    f"busy time (processes outside this benchmark). machine busy = share of all {CPUS} cores in use."
+    "= each backend, rest = busy time outside LB, backends and wrk: softirq (loopback TCP) not charged to a\n"
+    "process, ~10-25 on a quiet machine, plus any processes outside this benchmark (more than ~30: the run was\n"
+    f"disturbed). machine busy = share of all {CPUS} cores in use."
 )
 
 
@@ -758,8 +758,7 @@ def row_cells(r: Run, rows: Sequence[Run]) -> list[str]:
         "—" if r.balancer_cpu_us is None else f"{r.balancer_cpu_us:.1f}",
         " + ".join(f"{c:.0f}" for c in r.backend_cpu_pct),
         f"{r.wrk_cpu_pct:.0f}",
-        f"{r.softirq_cpu_pct:.0f}",
-        f"{r.other_cpu_pct:.0f}",
+        f"{r.rest_cpu_pct:.0f}",
         f"{r.machine_busy_pct:.0f}%",
         str(r.wrk.non_2xx + r.wrk.socket_errors),
         vs,

@@ -44,6 +44,8 @@ def main() -> None:
     type=click.Choice(["stateless", "sticky", "clustered"]),
     help="Session architecture: stateless (shared store), or the seeds' baselines for comparison.",
 )
+@click.option("--log-format", type=click.Choice(["console", "json"]), help="Log lines for people or for machines.")
+@click.option("--access-log/--no-access-log", default=None, help="One log line per request (balancer and worker).")
 def up(**flags: Any) -> None:
     """Serve the app with sessions in the shared store (settings also from webtier.toml and WEBTIER_*)."""
     from webtier.up import run
@@ -66,6 +68,9 @@ def balance(listen: str, backend_urls: tuple[str, ...], strategy: str, admin: st
     from webtier.balancer import BalancerConfig, parse_backend
     from webtier.balancer.config import parse_address
     from webtier.balancer.server import run
+    from webtier.observability.logs import configure_logging
+
+    configure_logging("console")
     from webtier.balancer.strategies import make_strategy
 
     try:

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from webtier.exceptions import ConfigError
@@ -59,6 +59,8 @@ class UpConfig:
     mode: str = "stateless"
     scale_target: float = 8.0  # per-worker in-flight requests the autoscaler aims for
     scale_down_window: float = 30.0
+    log_format: str = "console"
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         _port("port", self.port)
@@ -79,6 +81,8 @@ class UpConfig:
             raise ConfigError("sticky mode pins users with the sticky strategy; leave --strategy unset")
         if not self.scale_target > 0 or not self.scale_down_window >= 0:
             raise ConfigError("scale_target must be positive and scale_down_window at least 0")
+        if self.log_format not in ("console", "json"):
+            raise ConfigError(f"log_format must be console or json, not {self.log_format!r}")
         if "://" not in self.store:
             raise ConfigError(f"store {self.store!r} is not a URL (e.g. {DEFAULT_STORE}, redis://127.0.0.1:6379/0)")
 
@@ -117,6 +121,8 @@ class WorkerSettings:
     factory: bool = True
     port: int = 0
     heartbeat_fd: int | None = None
+    log_format: Literal["console", "json"] = "console"
+    access_log: bool = False
 
     def to_env(self) -> dict[str, str]:
         env = {
@@ -126,6 +132,8 @@ class WorkerSettings:
             "WEBTIER_WORKER_APP": self.app,
             "WEBTIER_WORKER_FACTORY": "1" if self.factory else "0",
             "WEBTIER_WORKER_PORT": str(self.port),
+            "WEBTIER_LOG_FORMAT": self.log_format,
+            "WEBTIER_ACCESS_LOG": "1" if self.access_log else "0",
         }
         if self.heartbeat_fd is not None:
             env["WEBTIER_HEARTBEAT_FD"] = str(self.heartbeat_fd)
@@ -143,6 +151,8 @@ class WorkerSettings:
             factory=_parse_bool("WEBTIER_WORKER_FACTORY", env.get("WEBTIER_WORKER_FACTORY", "1")),
             port=int(env.get("WEBTIER_WORKER_PORT") or 0),
             heartbeat_fd=int(fd) if fd else None,
+            log_format="json" if env.get("WEBTIER_LOG_FORMAT") == "json" else "console",
+            access_log=_parse_bool("WEBTIER_ACCESS_LOG", env.get("WEBTIER_ACCESS_LOG", "0")),
         )
 
 

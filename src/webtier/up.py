@@ -15,11 +15,13 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from webtier.autoscale.loop import run_autoscaler
@@ -30,6 +32,9 @@ from webtier.balancer.backends import BackendSet
 from webtier.balancer.health import HealthConfig
 from webtier.config import UpConfig, WorkerSettings, redact_url
 from webtier.exceptions import ConfigError
+from webtier.observability.dashboard import dashboard
+from webtier.observability.logs import configure_logging
+from webtier.observability.pool_metrics import PoolCollector
 from webtier.pool.supervisor import PoolConfig, Supervisor
 from webtier.stores import open_store
 
@@ -58,6 +63,7 @@ class Tier:
             scale_down_window=config.scale_down_window,
         )
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        self.decision_counts: dict[str, int] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=200)
         self.balancer = Balancer(
             BalancerConfig(
@@ -75,6 +81,8 @@ class Tier:
             secure_cookies=config.secure_cookies,
             app=config.app,
             factory=config.is_factory,
+            log_format="json" if config.log_format == "json" else "console",
+            access_log=config.access_log,
         )
         self.supervisor = Supervisor(PoolConfig(worker=worker), self.balancer.backends, self._on_event)
 
@@ -97,10 +105,27 @@ class Tier:
             self.supervisor.request("scale", count)
             return JSONResponse({"scale": count}, status_code=202)
 
+        async def events(request: Request) -> StreamingResponse:
+            async def stream() -> AsyncIterator[bytes]:
+                while not await request.is_disconnected():
+                    body = backends.status()
+                    body.update(self.status())
+                    body["time"] = time.time()
+                    yield b"data: " + orjson.dumps(body) + b"\n\n"
+                    await asyncio.sleep(1.0)
+
+            return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+
+        backends.metrics.registry.register(PoolCollector(self.supervisor, lambda: dict(self.decision_counts)))
         return admin_app(
             backends,
             status_of=self.status,
-            routes=[Route("/reload", reload, methods=["POST"]), Route("/scale", scale, methods=["POST"])],
+            routes=[
+                Route("/reload", reload, methods=["POST"]),
+                Route("/scale", scale, methods=["POST"]),
+                Route("/events", events),
+                Route("/", dashboard),
+            ],
         )
 
     def status(self) -> dict[str, Any]:
@@ -132,6 +157,7 @@ class Tier:
             print(f"  {time.strftime('%H:%M:%S')}  {kind:<15} {detail}  ({ready} ready)", flush=True)
 
     def _on_decision(self, decision: Decision) -> None:
+        self.decision_counts[decision.action] = self.decision_counts.get(decision.action, 0) + 1
         if decision.desired != decision.current:
             self.decisions.append(decision.as_dict())
             if self.echo:
@@ -193,7 +219,7 @@ async def serve(config: UpConfig, *, ready: asyncio.Event | None = None) -> None
 
 
 def run(config: UpConfig) -> None:
-    logging.basicConfig(level=logging.WARNING, format="  %(asctime)s  %(name)s  %(message)s", datefmt="%H:%M:%S")
+    configure_logging("json" if config.log_format == "json" else "console", access=config.access_log)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

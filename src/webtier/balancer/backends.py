@@ -188,6 +188,8 @@ class BackendSet:
             "strategy": self.strategy.name,
             "connections": len(self.connections),
             "totals": dict(self.totals),
+            "responses": {"total": self.metrics.window.requests, **self.metrics.window.by_class},
+            "latency": self.metrics.window.percentiles(),
             "backends": [
                 {
                     "id": m.backend.id,

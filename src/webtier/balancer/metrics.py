@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 
     from webtier.balancer.backends import Member
 
-__all__ = ["BalancerMetrics"]
+__all__ = ["BalancerMetrics", "RecentWindow"]
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -39,6 +41,37 @@ class _Live(Collector):
         yield up
 
 
+class RecentWindow:
+    """Client-visible requests: totals by status class and the latencies of the last ``span`` seconds."""
+
+    def __init__(self, span: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.span = span
+        self.clock = clock
+        self.requests = 0
+        self.by_class: dict[str, int] = {}
+        self._latencies: deque[tuple[float, float]] = deque(maxlen=50_000)
+
+    def record(self, status: int, seconds: float) -> None:
+        self.requests += 1
+        key = f"{status // 100}xx"
+        self.by_class[key] = self.by_class.get(key, 0) + 1
+        self._latencies.append((self.clock(), seconds))
+
+    def percentiles(self) -> dict[str, float]:
+        horizon = self.clock() - self.span
+        while self._latencies and self._latencies[0][0] < horizon:
+            self._latencies.popleft()
+        ordered = sorted(s for _, s in self._latencies)
+        if not ordered:
+            return {"p50": 0.0, "p99": 0.0, "samples": 0}
+        last = len(ordered) - 1
+        return {
+            "p50": ordered[min(last, int(0.50 * len(ordered)))],
+            "p99": ordered[min(last, int(0.99 * len(ordered)))],
+            "samples": len(ordered),
+        }
+
+
 class BalancerMetrics:
     def __init__(self, members: Callable[[], Iterable[Member]]) -> None:
         self.registry = CollectorRegistry()
@@ -59,6 +92,7 @@ class BalancerMetrics:
             "webtier_balancer_ejections", "Passive outlier ejections", ["backend"], registry=self.registry
         )
         self.registry.register(_Live(members))
+        self.window = RecentWindow()
 
     def observe(self, member: Member, status: int, seconds: float) -> None:
         self.requests.labels(member.backend.id, f"{status // 100}xx").inc()

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientConnection", "Exchange"]
 
 log = logging.getLogger("webtier.balancer")
+access_log = logging.getLogger("webtier.access.balancer")
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 _REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are kept to retry on another backend
@@ -132,6 +133,30 @@ class Exchange:
     # -- the request's life ---------------------------------------------------------------------
 
     async def run(self, backends: BackendSet, config: BalancerConfig) -> None:
+        try:
+            await self._run(backends, config)
+        finally:
+            seconds = time.monotonic() - self.started
+            backends.metrics.window.record(self.status or 499, seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                backend = self.member.backend.id if self.member is not None else None
+                access_log.info(
+                    "%s %s %s",
+                    self.method.decode("latin-1"),
+                    self.target[:200].decode("latin-1"),
+                    self.status,
+                    extra={
+                        "request_id": self.request_id.decode("latin-1"),
+                        "method": self.method.decode("latin-1"),
+                        "path": self.target.split(b"?", 1)[0][:200].decode("latin-1"),
+                        "status": self.status,
+                        "backend": backend,
+                        "ms": round(seconds * 1000, 3),
+                        "client": self.client.client_ip,
+                    },
+                )
+
+    async def _run(self, backends: BackendSet, config: BalancerConfig) -> None:
         info = self.client.request_info(self.target, self.headers)
         tried: set[str] = set()
         backends.retry_budget.on_request()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import resource
 import signal
@@ -23,14 +24,17 @@ from typing import Any
 
 import orjson
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.importer import ImportFromStringError, import_from_string
 
 from webtier.config import WorkerSettings
+from webtier.observability.logs import configure_logging
+from webtier.sessions.stats import SESSION_COUNTERS
 
 __all__ = ["WorkerStats", "load_app", "main"]
 
 HEARTBEAT_INTERVAL = 0.5
+access_log = logging.getLogger("webtier.access.worker")
 _HEALTHZ_BODY = b'{"ok":true}'
 
 
@@ -58,6 +62,7 @@ class WorkerStats:
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "rss_kib": usage.ru_maxrss,
             "p95": p95,
+            "sessions": dict(SESSION_COUNTERS),
             "at": time.time(),
         }
 
@@ -84,12 +89,42 @@ class Instrumented:
         stats = self.stats
         stats.inflight += 1
         started = time.perf_counter()
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_status)
         finally:
             stats.inflight -= 1
             stats.requests += 1
-            stats.latencies.append(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            stats.latencies.append(seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                self._log(scope, status, seconds)
+
+    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+        request_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
+        session = scope.get("session")
+        access_log.info(
+            "%s %s %s",
+            scope["method"],
+            scope["path"][:200],
+            status,
+            extra={
+                "request_id": request_id,
+                "worker": self.stats.worker_id,
+                "method": scope["method"],
+                "path": scope["path"][:200],
+                "status": status,
+                "ms": round(seconds * 1000, 3),
+                "session": getattr(session, "known_id_hash", None),
+            },
+        )
 
 
 def load_app(target: str, factory: bool) -> ASGIApp:
@@ -134,6 +169,7 @@ async def _serve(settings: WorkerSettings) -> None:
 
 def main() -> None:
     settings = WorkerSettings.from_env()
+    configure_logging(settings.log_format, access=settings.access_log)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
     try:
         import uvloop

@@ -36,6 +36,7 @@ from webtier.sessions.config import (
 )
 from webtier.sessions.ids import hash_session_id, is_session_id
 from webtier.sessions.session import Session
+from webtier.sessions.stats import SESSION_COUNTERS
 from webtier.stores import Store, open_store
 from webtier.stores.base import SessionRecord
 
@@ -124,6 +125,7 @@ class SessionMiddleware:
             try:
                 await session.load()
             except StoreUnavailable:
+                SESSION_COUNTERS["store_errors"] += 1
                 await self._unavailable(send)
                 return
         if scope["type"] == "websocket":
@@ -159,10 +161,12 @@ class SessionMiddleware:
         loop_thread = threading.get_ident()
 
         async def load_async() -> SessionRecord | None:
+            SESSION_COUNTERS["loads"] += 1
             return await store.load(key, clock())
 
         def load_sync() -> SessionRecord | None:
             if store.inline_reads:
+                SESSION_COUNTERS["loads"] += 1
                 return store.load_now(key, clock())
             if threading.get_ident() != loop_thread:  # a sync endpoint in a worker thread may wait
                 return asyncio.run_coroutine_threadsafe(load_async(), loop).result()
@@ -196,10 +200,15 @@ class SessionMiddleware:
         kept = True
         try:
             if plan.delete is not None:
+                SESSION_COUNTERS["deletes"] += 1
                 await self.store.delete(plan.delete)
             if plan.key is not None and plan.write is not None:
+                SESSION_COUNTERS["saves"] += 1
+                SESSION_COUNTERS["created"] += plan.write.create
                 kept = await self.store.save(plan.key, plan.write)
+                SESSION_COUNTERS["resurrections_prevented"] += not kept
         except StoreUnavailable as exc:
+            SESSION_COUNTERS["store_errors"] += 1
             if not self._degrade:
                 raise
             log.warning("session store unavailable, session changes not saved: %s", exc)

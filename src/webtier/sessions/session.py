@@ -142,6 +142,11 @@ class Session(MutableMapping[str, Any]):
         return self._key if self._record is not None else None
 
     @property
+    def known_id_hash(self) -> str | None:
+        """The store key if this request already loaded a stored session; never triggers a load (for logs)."""
+        return self._key if self._loaded and self._record is not None else None
+
+    @property
     def is_new(self) -> bool:
         self._ensure()
         return self._record is None

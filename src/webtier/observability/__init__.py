@@ -1,0 +1,1 @@
+"""Seeing the tier work: logs, pool metrics, the live event stream and the dashboard."""
