@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -106,34 +107,38 @@ def reload(admin: str) -> None:
 @main.command()
 @click.option("--admin", default="127.0.0.1:8081", show_default=True, help="Admin API address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status JSON.")
-def status(admin: str, as_json: bool) -> None:
-    """Show the workers of a running `webtier up`."""
-    try:
-        with urllib.request.urlopen(f"http://{admin}/status", timeout=5) as response:
-            data = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise click.ClickException(f"no webtier admin API at {admin}: {exc}") from None
+@click.option("--watch", is_flag=True, help="Keep the table up to date (Ctrl-C stops).")
+def status(admin: str, as_json: bool, watch: bool) -> None:
+    """Show the workers of a running `webtier up` (or the backends of `webtier balance`)."""
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(_fetch_status(admin), indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.live import Live
 
-    table = Table(title=f"webtier {data.get('mode', 'balance')} · store {data.get('store', '-')}")
-    for column in ("worker", "url", "state", "in flight", "requests", "cpu %", "pid"):
-        table.add_column(column)
-    for worker in data.get("workers", []):
-        table.add_row(
-            *(str(worker.get(key, "")) for key in ("id", "url", "state", "inflight", "requests", "cpu_percent", "pid"))
-        )
+    from webtier.observability.status_view import StatusView
+
+    view = StatusView()
     console = Console()
-    console.print(table)
-    scale = data.get("autoscale")
-    if scale:
-        console.print(
-            f"autoscale: {scale['metric']} target {scale['target']} per worker, "
-            f"{scale['min_workers']}..{scale['max_workers']} workers, desired {scale['desired']}"
-        )
+    if not watch:
+        console.print(view.render(_fetch_status(admin)))
+        return
+    with Live(view.render(_fetch_status(admin)), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(1.0)
+                live.update(view.render(_fetch_status(admin)))
+        except KeyboardInterrupt:
+            pass
+
+
+def _fetch_status(admin: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://{admin}/status", timeout=5) as response:
+            data: dict[str, Any] = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise click.ClickException(f"no webtier admin API at {admin}: {exc}") from None
+    return data
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -143,6 +143,7 @@ class Tier:
                 "max_workers": high,
                 "desired": self.supervisor.target,
             },
+            "daily_active_users": len(self.supervisor.users_today),
             "decisions": list(self.decisions)[-10:],
             "events": list(self.events)[-20:],
         }

@@ -35,6 +35,9 @@ class PoolCollector(Collector):
             workers.add_metric([state], states.get(state, 0))
         yield workers
         yield GaugeMetricFamily("webtier_pool_desired_workers", "Workers the pool aims for", value=sup.target)
+        yield GaugeMetricFamily(
+            "webtier_daily_active_users", "Distinct users whose sessions were served today", value=len(sup.users_today)
+        )
         cpu = GaugeMetricFamily("webtier_worker_cpu_percent", "Worker CPU, percent of one core", labels=["worker"])
         rss = GaugeMetricFamily("webtier_worker_max_rss_bytes", "Worker peak resident memory", labels=["worker"])
         served = CounterMetricFamily("webtier_worker_requests", "Requests a worker served", labels=["worker"])

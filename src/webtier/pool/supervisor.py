@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -109,6 +109,8 @@ class Supervisor:
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self.started = asyncio.Event()  # set once the initial workers are up (or failed to come up)
+        self.day = time.strftime("%Y-%m-%d")
+        self.users_today: set[str] = set()  # distinct users served today (short hashes): the DAU
 
     # -- what the outside may call: enqueue only --------------------------------------------------
 
@@ -286,8 +288,15 @@ class Supervisor:
                     previous = (now, stats["cpu_seconds"])
                     worker.stats = stats
                     worker.last_beat = now
+                    self._count_users(stats.get("users_seen") or ())
         finally:
             transport.close()
+
+    def _count_users(self, hashes: Iterable[str]) -> None:
+        today = time.strftime("%Y-%m-%d")
+        if today != self.day:
+            self.day, self.users_today = today, set()
+        self.users_today.update(hashes)
 
     async def _watch(self) -> None:
         """Hung workers (no heartbeat) are stopped; the reaper replaces them."""

@@ -29,7 +29,7 @@ from uvicorn.importer import ImportFromStringError, import_from_string
 
 from webtier.config import WorkerSettings
 from webtier.observability.logs import configure_logging
-from webtier.sessions.stats import SESSION_COUNTERS
+from webtier.sessions.stats import SESSION_COUNTERS, take_users_seen
 
 __all__ = ["WorkerStats", "load_app", "main"]
 
@@ -63,6 +63,7 @@ class WorkerStats:
             "rss_kib": usage.ru_maxrss,
             "p95": p95,
             "sessions": dict(SESSION_COUNTERS),
+            "users_seen": take_users_seen(),
             "at": time.time(),
         }
 

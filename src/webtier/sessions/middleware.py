@@ -36,7 +36,7 @@ from webtier.sessions.config import (
 )
 from webtier.sessions.ids import hash_session_id, is_session_id
 from webtier.sessions.session import Session
-from webtier.sessions.stats import SESSION_COUNTERS
+from webtier.sessions.stats import SESSION_COUNTERS, saw_user
 from webtier.stores import Store, open_store
 from webtier.stores.base import SessionRecord
 
@@ -195,6 +195,8 @@ class SessionMiddleware:
 
     async def _commit(self, session: Session, message: Message) -> Message:
         plan = session.commit(self.clock(), self.config)
+        if session.loaded and (user := session.bound_user) is not None:
+            saw_user(user)
         if plan.empty:
             return message
         kept = True

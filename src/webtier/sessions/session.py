@@ -142,6 +142,11 @@ class Session(MutableMapping[str, Any]):
         return self._key if self._record is not None else None
 
     @property
+    def bound_user(self) -> str | None:
+        """The bound user as loaded or set, without triggering a load."""
+        return self._user
+
+    @property
     def known_id_hash(self) -> str | None:
         """The store key if this request already loaded a stored session; never triggers a load (for logs)."""
         return self._key if self._loaded and self._record is not None else None
