@@ -61,6 +61,7 @@ class UpConfig:
     scale_down_window: float = 30.0
     log_format: str = "console"
     access_log: bool = False
+    on_store_error: str = "fail"  # what workers do while the session store is down: fail (503) or degrade
 
     def __post_init__(self) -> None:
         _port("port", self.port)
@@ -81,6 +82,8 @@ class UpConfig:
             raise ConfigError("sticky mode pins users with the sticky strategy; leave --strategy unset")
         if not self.scale_target > 0 or not self.scale_down_window >= 0:
             raise ConfigError("scale_target must be positive and scale_down_window at least 0")
+        if self.on_store_error not in ("fail", "degrade"):
+            raise ConfigError(f"on_store_error must be fail or degrade, not {self.on_store_error!r}")
         if self.log_format not in ("console", "json"):
             raise ConfigError(f"log_format must be console or json, not {self.log_format!r}")
         if "://" not in self.store:
@@ -123,6 +126,7 @@ class WorkerSettings:
     heartbeat_fd: int | None = None
     log_format: Literal["console", "json"] = "console"
     access_log: bool = False
+    on_store_error: Literal["fail", "degrade"] = "fail"
 
     def to_env(self) -> dict[str, str]:
         env = {
@@ -134,6 +138,7 @@ class WorkerSettings:
             "WEBTIER_WORKER_PORT": str(self.port),
             "WEBTIER_LOG_FORMAT": self.log_format,
             "WEBTIER_ACCESS_LOG": "1" if self.access_log else "0",
+            "WEBTIER_ON_STORE_ERROR": self.on_store_error,
         }
         if self.heartbeat_fd is not None:
             env["WEBTIER_HEARTBEAT_FD"] = str(self.heartbeat_fd)
@@ -153,6 +158,7 @@ class WorkerSettings:
             heartbeat_fd=int(fd) if fd else None,
             log_format="json" if env.get("WEBTIER_LOG_FORMAT") == "json" else "console",
             access_log=_parse_bool("WEBTIER_ACCESS_LOG", env.get("WEBTIER_ACCESS_LOG", "0")),
+            on_store_error="degrade" if env.get("WEBTIER_ON_STORE_ERROR") == "degrade" else "fail",
         )
 
 

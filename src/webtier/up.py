@@ -83,6 +83,7 @@ class Tier:
             factory=config.is_factory,
             log_format="json" if config.log_format == "json" else "console",
             access_log=config.access_log,
+            on_store_error="degrade" if config.on_store_error == "degrade" else "fail",
         )
         self.supervisor = Supervisor(PoolConfig(worker=worker), self.balancer.backends, self._on_event)
 

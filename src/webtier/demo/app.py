@@ -130,7 +130,9 @@ def create_app(
         Route("/api/cart", cart, methods=["GET", "POST"]),
         Route("/api/cart/{item:str}", remove, methods=["DELETE"]),
     ]
-    middleware = [Middleware(SessionMiddleware, store=session_store, https_only=secure)]
+    middleware = [
+        Middleware(SessionMiddleware, store=session_store, https_only=secure, on_store_error=settings.on_store_error)
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
