@@ -64,6 +64,7 @@ class Tier:
         )
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
         self.decision_counts: dict[str, int] = {}
+        self.stopping = asyncio.Event()
         self.events: deque[dict[str, Any]] = deque(maxlen=200)
         self.balancer = Balancer(
             BalancerConfig(
@@ -108,7 +109,7 @@ class Tier:
 
         async def events(request: Request) -> StreamingResponse:
             async def stream() -> AsyncIterator[bytes]:
-                while not await request.is_disconnected():
+                while not self.stopping.is_set() and not await request.is_disconnected():
                     body = backends.status()
                     body.update(self.status())
                     body["time"] = time.time()
@@ -161,7 +162,7 @@ class Tier:
     def _on_decision(self, decision: Decision) -> None:
         self.decision_counts[decision.action] = self.decision_counts.get(decision.action, 0) + 1
         if decision.desired != decision.current:
-            self.decisions.append(decision.as_dict())
+            self.decisions.append({**decision.as_dict(), "time": time.time()})
             if self.echo:
                 print(f"  {time.strftime('%H:%M:%S')}  autoscale       {decision.reason}", flush=True)
 
@@ -189,6 +190,7 @@ class Tier:
         try:
             await supervise
         finally:
+            self.stopping.set()
             if scaler is not None:
                 scaler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -55,8 +55,8 @@ async def run_autoscaler(
             }
         )
         now = time.monotonic()
-        if now < next_decision:
-            continue
+        if now < next_decision or not supervisor.commands.empty():
+            continue  # a queued scale or reload has not been carried out yet: judge its outcome, not its absence
         next_decision = now + interval
         means: dict[str, float] = {}
         for worker_id in {k for tick in window for k in tick}:

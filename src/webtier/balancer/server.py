@@ -74,6 +74,7 @@ class Balancer:
                     access_log=False,
                     lifespan="off",
                     loop="none",
+                    timeout_graceful_shutdown=2,  # a dashboard's event stream must not hold up a stop
                 )
             )
             self._tasks.append(loop.create_task(_serve_admin(self._admin)))
