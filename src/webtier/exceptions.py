@@ -14,7 +14,9 @@ asyncpg, sqlite3) are translated where they occur and never leak unwrapped.
     └── SessionError           the session was used wrongly
         ├── SessionNotLoaded   sync access to a session that must be awaited first
         ├── SessionEncodeError a value cannot be stored as JSON
+        │   └── SessionTooLarge    a token-mode session outgrew one cookie (webtier.sessions.token)
         └── SessionDecodeError a stored value cannot be read back (corrupt, unknown key)
+            └── TokenRejected      a session token failed a check (webtier.sessions.token)
 """
 
 from __future__ import annotations
