@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -35,6 +38,7 @@ from webtier.exceptions import ConfigError
 from webtier.observability.dashboard import dashboard
 from webtier.observability.logs import configure_logging
 from webtier.observability.pool_metrics import PoolCollector
+from webtier.pool.relay import ClusterRelay
 from webtier.pool.supervisor import PoolConfig, Supervisor
 from webtier.stores import open_store
 
@@ -50,11 +54,16 @@ class Tier:
     """Balancer + supervisor + autoscaler, wired together."""
 
     def __init__(self, config: UpConfig, *, echo: bool = True) -> None:
-        if config.mode == "clustered":
-            raise ConfigError("--mode clustered is not available yet; use stateless or sticky")
         self.config = config
         self.echo = echo
-        open_store(config.worker_store)  # a bad store URL fails here, not in every worker
+        self.relay: ClusterRelay | None = None
+        self.worker_store = config.worker_store
+        if config.mode == "clustered":
+            # Session clustering: every worker keeps all sessions in memory; this relay fans changes out.
+            self._run_dir = tempfile.mkdtemp(prefix="webtier-")
+            self.relay = ClusterRelay(os.path.join(self._run_dir, "relay.sock"))
+            self.worker_store = f"cluster://{self.relay.path}"
+        open_store(self.worker_store)  # a bad store URL fails here, not in every worker
         low, high = config.pool_bounds
         self.policy = ScalePolicy(
             target=config.scale_target,
@@ -78,7 +87,7 @@ class Tier:
         )
         worker = WorkerSettings(
             worker_id="template",
-            store=config.worker_store,
+            store=self.worker_store,
             secure_cookies=config.secure_cookies,
             app=config.app,
             factory=config.is_factory,
@@ -134,7 +143,8 @@ class Tier:
         low, high = self.config.pool_bounds
         return {
             "mode": self.config.mode,
-            "store": redact_url(self.config.worker_store),
+            "store": redact_url(self.worker_store),
+            "cluster": self.relay.stats() if self.relay is not None else None,
             "app": self.config.app,
             "url": f"http://{self.config.host}:{self.config.port}",
             "workers": self.supervisor.status(),
@@ -170,6 +180,8 @@ class Tier:
 
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
         low, high = self.config.pool_bounds
+        if self.relay is not None:
+            await self.relay.start()
         supervise = asyncio.create_task(self.supervisor.run(low))
         await self.supervisor.started.wait()  # listen only once there is a worker to send requests to
         try:
@@ -196,6 +208,9 @@ class Tier:
                 with contextlib.suppress(asyncio.CancelledError):
                     await scaler
             await self.balancer.stop()
+            if self.relay is not None:
+                await self.relay.stop()
+                shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def _announce(self) -> None:
         c = self.config
@@ -203,7 +218,7 @@ class Tier:
         pool = f"{low} worker{'s' if low > 1 else ''}" if low == high else f"{low}..{high} workers, autoscaled"
         print(f"webtier up ({c.mode}): app    http://{c.host}:{c.port}/", flush=True)
         print(f"                        admin  http://127.0.0.1:{c.admin_port}/status", flush=True)
-        print(f"                        store  {redact_url(c.worker_store)}", flush=True)
+        print(f"                        store  {redact_url(self.worker_store)}", flush=True)
         print(f"                        pool   {pool}, balancing {c.balancing}", flush=True)
         if not c.secure_cookies:
             print("                        cookies without Secure: plain http on loopback", flush=True)

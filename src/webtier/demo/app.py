@@ -136,6 +136,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        connect = getattr(session_store, "connect", None)  # a clustered store joins its peers at startup
+        if connect is not None:
+            await connect()
         yield
         await session_store.close()
 

@@ -29,7 +29,7 @@ import struct
 
 from webtier.exceptions import ConfigError, StoreError
 
-__all__ = ["HEADER", "MAX_FRAME", "WELCOME", "ClusterRelay", "frame", "read_frame"]
+__all__ = ["HEADER", "MAX_FRAME", "WELCOME", "ClusterRelay", "check_socket_path", "frame", "read_frame"]
 
 log = logging.getLogger("webtier.pool.relay")
 
@@ -39,6 +39,14 @@ MAX_FRAME = 16 * 1024 * 1024
 WELCOME = HEADER.pack(0)
 # sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
 _MAX_PATH = 103
+
+
+def check_socket_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a string, if it fits in a Unix socket address; ``ConfigError`` otherwise."""
+    text = os.fspath(path)
+    if not text or len(os.fsencode(text)) > _MAX_PATH:
+        raise ConfigError(f"Unix socket path {text!r} must be 1 to {_MAX_PATH} bytes long")
+    return text
 
 
 def frame(payload: bytes) -> bytes:
@@ -58,9 +66,7 @@ class ClusterRelay:
     """A Unix-socket server that copies each frame from one worker to all the others."""
 
     def __init__(self, path: str | os.PathLike[str], *, max_frame: int = MAX_FRAME, max_buffer: int = 64 << 20) -> None:
-        self._path = os.fspath(path)
-        if len(os.fsencode(self._path)) > _MAX_PATH:
-            raise ConfigError(f"relay socket path {self._path!r} is longer than {_MAX_PATH} bytes")
+        self._path = check_socket_path(path)
         self._max_frame = max_frame
         self._max_buffer = max_buffer
         self._server: asyncio.Server | None = None
@@ -81,11 +87,10 @@ class ClusterRelay:
         """Listen on :attr:`path`; a stale socket file is replaced, a live relay's is not."""
         if self._server is not None:
             return
-        if os.path.exists(self._path):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_unix_connection(self._path)
-                writer.close()
-                raise ConfigError(f"another relay is already listening on {self._path}")
+        with contextlib.suppress(OSError):  # nothing there, or a stale socket file
+            _, writer = await asyncio.open_unix_connection(self._path)
+            writer.close()
+            raise ConfigError(f"another relay is already listening on {self._path}")
         try:  # asyncio itself replaces a stale socket file; anything else at the path is an error
             self._server = await asyncio.start_unix_server(self._serve, path=self._path)
         except OSError as exc:
@@ -97,17 +102,26 @@ class ClusterRelay:
         server, self._server = self._server, None
         if server is None:
             return
+        # A connection accepted just now attaches to the server on the next loop iteration; closing the
+        # server before that makes CPython 3.11 leak its socket. One iteration lets it attach.
+        await asyncio.sleep(0)
         server.close()
-        for peer in list(self._peers):
-            peer.close()
+        peers = list(self._peers)
+        for peer in peers:
+            peer.close()  # flushes what is buffered first ...
         if self._handlers:
-            await asyncio.wait(self._handlers, timeout=5.0)
+            await asyncio.wait(self._handlers, timeout=1.0)
+        for peer in peers:
+            peer.transport.abort()  # ... unless the worker is not reading
         await server.wait_closed()
         with contextlib.suppress(OSError):  # only our own socket: a successor may already own the path
             if os.stat(self._path).st_ino == self._inode:
                 os.unlink(self._path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._server is None:  # accepted just before stop() and only now handed over
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
@@ -138,7 +152,7 @@ class ClusterRelay:
                 log.warning("relay: evicting a worker that fell %d bytes behind", self._max_buffer)
                 self._counts["evicted"] += 1
                 self._peers.discard(peer)
-                peer.close()
+                peer.transport.abort()  # close() would wait, forever, to flush what it will not read
                 continue
             peer.write(data)
             self._counts["messages_out"] += 1

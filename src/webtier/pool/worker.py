@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import time
 from collections import deque
 from typing import Any
@@ -64,8 +65,15 @@ class WorkerStats:
             "p95": p95,
             "sessions": dict(SESSION_COUNTERS),
             "users_seen": take_users_seen(),
+            "cluster": _cluster_stats(),
             "at": time.time(),
         }
+
+
+def _cluster_stats() -> list[dict[str, Any]]:
+    """Replication figures of this worker's clustered stores (only in ``--mode clustered``)."""
+    module = sys.modules.get("webtier.stores.clustered")
+    return [store.stats() for store in module.LIVE] if module is not None else []
 
 
 class Instrumented:

@@ -6,6 +6,7 @@
 ``sqlite:////abs/path.db``
 ``redis://host:port/db``    Redis (also ``rediss://`` and ``redis+sentinel://``)
 ``postgresql://...``        PostgreSQL
+``cluster:///relay.sock``   each worker holds every session, replicated via a relay (baseline)
 ==========================  ===============================================
 
 Backends are imported lazily, so a missing optional client library only
@@ -31,6 +32,7 @@ _BACKENDS: dict[str, str] = {
     "redis+sentinel": "webtier.stores.redis:RedisStore",
     "postgresql": "webtier.stores.postgres:PostgresStore",
     "postgres": "webtier.stores.postgres:PostgresStore",
+    "cluster": "webtier.stores.clustered:ClusteredStore",
 }
 
 
