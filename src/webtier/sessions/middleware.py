@@ -215,11 +215,8 @@ class SessionMiddleware:
                 raise
             log.warning("session store unavailable, session changes not saved: %s", exc)
             return message
-        if plan.set_cookie is not None and kept:
-            cookie = self.config.set_cookie(plan.set_cookie)
-        elif plan.clear_cookie or not kept:  # a concurrent logout won: never resurrect it
-            cookie = self.config.clear_cookie()
-        else:
+        cookie = plan.cookie(self.config, kept)
+        if cookie is None:
             return message
         headers = list(message.get("headers", ()))
         headers.append((b"set-cookie", cookie))

@@ -51,6 +51,14 @@ class Commit:
     def empty(self) -> bool:
         return self.delete is None and self.write is None and self.set_cookie is None and not self.clear_cookie
 
+    def cookie(self, config: SessionConfig, kept: bool) -> bytes | None:
+        """The Set-Cookie value once the store applied this commit (``kept``: an update found its session)."""
+        if self.set_cookie is not None and kept:
+            return config.set_cookie(self.set_cookie)
+        if self.clear_cookie or not kept:  # a concurrent logout won: never resurrect it
+            return config.clear_cookie()
+        return None
+
 
 class Session(MutableMapping[str, Any]):
     """Session data for one request: a mutable mapping of JSON values, loaded lazily."""
