@@ -208,6 +208,10 @@ class UpstreamPool:
             self._idle.remove(conn)
 
     def close(self) -> None:
+        """Close every connection; an exchange still waiting on one is told, so it can retry or fail now."""
         for conn in list(self._all):
+            listener = conn.listener
             conn.close()
+            if listener is not None:
+                listener.on_upstream_lost(ConnectionAbortedError("backend removed"))
         self._idle.clear()

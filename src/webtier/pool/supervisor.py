@@ -148,12 +148,12 @@ class Supervisor:
     async def run(self, initial: int) -> None:
         """Start ``initial`` workers, then carry out commands until ``stop``."""
         self.target = initial
-        try:
-            await self._scale(initial)
-        finally:
-            self.started.set()
         watchdog = asyncio.create_task(self._watch())
         try:
+            try:
+                await self._scale(initial)
+            finally:
+                self.started.set()
             while True:
                 command, argument = await self.commands.get()
                 if command == "stop":
@@ -223,9 +223,10 @@ class Supervisor:
                 self._listener("worker_ready", {"id": worker_id, "pid": proc.pid, "port": port})
                 return worker
             await asyncio.sleep(0.05)
-        if worker.state == "starting":
+        if worker.state == "starting" and proc.returncode is None:
             log.error("worker %s did not answer /healthz within %.0f s", worker_id, self.config.start_timeout)
             await self._terminate(worker)
+        # A worker that exited while starting is the reaper's: it counts a crash and replaces it with backoff.
         return None
 
     async def _stop(self, worker: Worker) -> None:
