@@ -35,6 +35,7 @@ class Member:
     pool: UpstreamPool
     latency: Any = None  # the Histogram child of this backend
     idle: asyncio.Event | None = None  # set when a draining backend has nothing in flight
+    counters: dict[int, Any] = field(default_factory=dict)  # status class -> Counter child
     requests: int = 0
     failures: int = 0
     added: float = field(default_factory=time.time)

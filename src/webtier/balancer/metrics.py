@@ -95,5 +95,9 @@ class BalancerMetrics:
         self.window = RecentWindow()
 
     def observe(self, member: Member, status: int, seconds: float) -> None:
-        self.requests.labels(member.backend.id, f"{status // 100}xx").inc()
+        counters = member.counters
+        counter = counters.get(status // 100)
+        if counter is None:  # label lookups cost microseconds: resolve each (backend, class) once
+            counter = counters[status // 100] = self.requests.labels(member.backend.id, f"{status // 100}xx")
+        counter.inc()
         member.latency.observe(seconds)

@@ -42,6 +42,9 @@ __all__ = ["ClientConnection", "Exchange"]
 log = logging.getLogger("webtier.balancer")
 access_log = logging.getLogger("webtier.access.balancer")
 
+# Only these strategies look at headers, cookies or the path; the others get a bare RequestInfo.
+_READS_REQUEST = frozenset({"consistent_hash", "sticky"})
+_NOTHING: dict[str, str] = {}
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 _REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are kept to retry on another backend
 _QUEUE_HIGH = 256 * 1024  # pause reading the client while this much body waits for a backend
@@ -229,17 +232,25 @@ class Exchange:
             self.client.resume_reading()
             if self.body_done and self.framing.chunked:
                 conn.write(b"0\r\n\r\n")
+            # One timer, not wait_for(shield(...)): this runs for every request.
+            timer = loop.call_later(config.response_timeout, self._response_timed_out)
             try:
-                await asyncio.wait_for(asyncio.shield(self.done), config.response_timeout)
+                await self.done
             except TimeoutError:
                 conn.close()
                 raise
+            finally:
+                timer.cancel()
         finally:
             member.backend.inflight -= 1
             if member.idle is not None and member.backend.inflight == 0:
                 member.idle.set()
             if self.done is not None and not self.done.done():
                 self.done.cancel()
+
+    def _response_timed_out(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(TimeoutError())
 
     # -- response from the backend (UpstreamListener) -------------------------------------------
 
@@ -542,6 +553,8 @@ class ClientConnection(asyncio.Protocol):
     # -- helpers used by exchanges --------------------------------------------------------------
 
     def request_info(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> RequestInfo:
+        if self.backends.strategy.name not in _READS_REQUEST:
+            return RequestInfo(client_ip=self.client_ip, path="", headers=_NOTHING, cookies=_NOTHING)
         lowered = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in headers}
         path = target.split(b"?", 1)[0].decode("latin-1")
         return RequestInfo(client_ip=self.client_ip, path=path, headers=lowered, cookies=self._parse_cookies(headers))
