@@ -50,10 +50,12 @@ class RedisServer:
     port: int
     proc: subprocess.Popen[bytes]
     data_dir: Path | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
         """Stop the server (an outage); :meth:`start_again` brings it back on the same port."""
@@ -61,11 +63,11 @@ class RedisServer:
         self.proc.wait(10)
 
     def start_again(self) -> None:
-        self.proc = _spawn_redis(self.port, self.data_dir)
+        self.proc = _spawn_redis(self.port, self.data_dir, self.password)
         wait_for_port(self.port, proc=self.proc)
 
 
-def _spawn_redis(port: int, data_dir: Path | None = None) -> subprocess.Popen[bytes]:
+def _spawn_redis(port: int, data_dir: Path | None = None, password: str | None = None) -> subprocess.Popen[bytes]:
     binary = _require("redis-server", "redis-server")
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     # With a data directory the server keeps an append-only file, so a stop/start keeps the data
@@ -75,13 +77,15 @@ def _spawn_redis(port: int, data_dir: Path | None = None) -> subprocess.Popen[by
         if data_dir
         else ["--appendonly", "no"]
     )
+    if password:
+        args += ["--requirepass", password]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager
-def redis_server(data_dir: Path | None = None) -> Iterator[RedisServer]:
+def redis_server(data_dir: Path | None = None, password: str | None = None) -> Iterator[RedisServer]:
     port = free_port()
-    server = RedisServer(port, _spawn_redis(port, data_dir), data_dir)
+    server = RedisServer(port, _spawn_redis(port, data_dir, password), data_dir, password)
     try:
         wait_for_port(port, proc=server.proc)
         yield server

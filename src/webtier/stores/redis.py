@@ -6,18 +6,38 @@ touched, ``m:e`` expires, ``m:u`` user); one set per user, ``{prefix}u:{user}``,
 listing the user's session keys. Redis expires the hash at ``m:e`` (PEXPIREAT);
 loads also check ``m:e`` so every backend applies the same clock.
 
-Cost, as measured for redis-py (see docs/benchmarks.md and the design notes):
-its client CPU per *command* dominates, so each operation is one command: a
-load is one ``HGETALL``; a save is one ``EVALSHA`` of a script that applies the
-whole change atomically (per-field merge, delete, expiry, user index).
-The pool blocks and waits for a free connection instead of raising, so a burst
-of requests queues rather than fails.
+Each operation is one command: a load is one ``HGETALL``; a save is one
+``EVALSHA`` of a script that applies the whole change atomically (per-field
+merge, delete, expiry, user index). Scripts run by SHA-1 (computed here); on a
+``NOSCRIPT`` reply the script is loaded and the call retried once.
+
+The client path: measured on this machine kind (docs/benchmarks.md, the design
+notes), redis-py costs ≈ 50–100 µs of client CPU per command (pool checkout and
+return, retry wrapper, asyncio timeout, command building), which made a
+read-modify-write request cost more than the app itself. For ``redis://`` and
+``rediss://`` the store therefore talks to Redis through
+:class:`~webtier.stores.redis_wire.RedisWire`: one multiplexed connection,
+``hiredis`` packing and parsing, writes batched per event-loop turn (≈ 3–7 µs
+per command). That module owns what a pool used to: reconnects (a lost
+connection fails the pending commands, never retries them; the next command
+reconnects), the timeout (one watchdog, not a timer per call), AUTH/SELECT/TLS,
+an in-flight limit past which commands queue (a burst waits, it never fails),
+and cancelled callers (their replies are read and dropped, never misaligned).
+``redis+sentinel://`` keeps redis-py, whose Sentinel discovery and failover
+handling is worth its cost.
+
+Options: ``timeout`` bounds a command (and connecting); ``max_inflight``
+(default 1,024) bounds the commands in flight on the connection and
+``pool_timeout`` how long a command waits for a free slot past it.
+``max_connections`` is accepted for compatibility and ignored on the
+``redis://`` path (one multiplexed connection serves every request).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +47,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from webtier.exceptions import ConfigError, SessionNotLoaded, StoreError, StoreUnavailable
 from webtier.stores.base import SessionInfo, SessionRecord, Write
+from webtier.stores.redis_wire import RedisWire, RedisWireError, ReplyError, WireConnectionError
 
 __all__ = ["RedisStore"]
 
@@ -97,30 +118,64 @@ redis.call('DEL', KEYS[1])
 return n
 """
 
+
+class _Script:
+    """A Lua script run by SHA-1; the text is sent (SCRIPT LOAD) only when Redis answers NOSCRIPT."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+_SAVE_SCRIPT = _Script(_SAVE)
+_DELETE_SCRIPT = _Script(_DELETE)
+_REVOKE_SCRIPT = _Script(_REVOKE)
+
 _ERRORS_OF_OUTAGE = (
+    WireConnectionError,
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
     redis_errors.ReadOnlyError,
     OSError,
-    asyncio.TimeoutError,
+    TimeoutError,
 )
+# Error replies redis-py reports as connection errors: a replica, a loading or busy server, missing AUTH.
+_OUTAGE_REPLIES = ("LOADING", "READONLY", "BUSY ", "MASTERDOWN", "TRYAGAIN", "NOAUTH")
 
 
 def _num(value: bytes | None) -> float:
     return float(value) if value is not None else 0.0
 
 
+def _as_dict(raw: Any) -> dict[bytes, bytes]:
+    """HGETALL's reply: a flat list from hiredis, a dict from redis-py."""
+    if isinstance(raw, dict):
+        return raw
+    items = iter(raw)
+    return dict(zip(items, items, strict=True))
+
+
+def _is_noscript(exc: BaseException | None) -> bool:
+    if isinstance(exc, redis_errors.NoScriptError):
+        return True
+    return isinstance(exc, ReplyError) and exc.message.startswith("NOSCRIPT")
+
+
+def _translate(exc: Exception) -> StoreError:
+    if isinstance(exc, _ERRORS_OF_OUTAGE) or (isinstance(exc, ReplyError) and exc.message.startswith(_OUTAGE_REPLIES)):
+        return StoreUnavailable(f"redis store unavailable: {exc}")
+    return StoreError(f"redis store error: {exc}")
+
+
 class RedisStore:
     inline_reads = False
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "webtier:") -> None:
-        self._client = client
+    def __init__(self, client: RedisWire | aioredis.Redis, *, prefix: str = "webtier:") -> None:
+        self._wire = client if isinstance(client, RedisWire) else None
+        self._client = client if isinstance(client, aioredis.Redis) else None
         self._sessions = f"{prefix}s:"
         self._users = f"{prefix}u:"
-        self._save = client.register_script(_SAVE)
-        self._delete = client.register_script(_DELETE)
-        self._revoke = client.register_script(_REVOKE)
 
     @classmethod
     def from_url(
@@ -131,35 +186,52 @@ class RedisStore:
         max_connections: int = 64,
         timeout: float = 5.0,
         pool_timeout: float = 30.0,
+        max_inflight: int = 1024,
     ) -> RedisStore:
-        """Build the client: a blocking pool (a burst waits for a connection; it never fails for lack of one)."""
+        """Build the client: one multiplexed connection (redis-py for Sentinel); a burst queues, never fails.
+
+        ``max_connections`` only applies to ``redis+sentinel://`` (redis-py's pool); see the module docstring.
+        """
         parts = urlsplit(url)
-        common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         if parts.scheme == "redis+sentinel":
+            common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
             return cls(_sentinel_client(url, common), prefix=prefix)
         if parts.scheme not in {"redis", "rediss"}:
             raise ConfigError(f"not a Redis URL: {url!r}")
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout, **common
-        )
-        return cls(aioredis.Redis(connection_pool=pool), prefix=prefix)
+        try:
+            wire = RedisWire(url, timeout=timeout, max_inflight=max_inflight, wait_timeout=pool_timeout)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        return cls(wire, prefix=prefix)
 
     def _key(self, key: str) -> str:
         return self._sessions + key
 
-    async def _call(self, coro: Any) -> Any:
+    async def _cmd(self, *args: Any) -> Any:
+        """One command, through RedisWire (redis://, rediss://) or redis-py (redis+sentinel://)."""
         try:
-            return await coro
-        except _ERRORS_OF_OUTAGE as exc:
-            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
-        except redis_errors.RedisError as exc:
-            raise StoreError(f"redis store error: {exc}") from exc
+            if self._wire is not None:
+                return await self._wire.execute(*args)
+            assert self._client is not None
+            return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except (RedisWireError, redis_errors.RedisError, OSError, TimeoutError) as exc:
+            raise _translate(exc) from exc
+
+    async def _eval(self, script: _Script, keys: Iterable[str | bytes], args: Iterable[Any]) -> Any:
+        keys = list(keys)
+        try:
+            return await self._cmd("EVALSHA", script.sha, len(keys), *keys, *args)
+        except StoreError as exc:
+            if not _is_noscript(exc.__cause__):
+                raise
+        await self._cmd("SCRIPT", "LOAD", script.text)
+        return await self._cmd("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def load_now(self, key: str, now: float) -> SessionRecord | None:
         raise SessionNotLoaded("a Redis session must be loaded with `await` before synchronous access")
 
     async def load(self, key: str, now: float) -> SessionRecord | None:
-        raw: dict[bytes, bytes] = await self._call(self._client.hgetall(self._key(key)))
+        raw = _as_dict(await self._cmd("HGETALL", self._key(key)))
         expires = _num(raw.get(b"m:e"))
         if expires <= now:
             return None
@@ -185,21 +257,19 @@ class RedisStore:
             args += (name, value)
         args += write.delete
         replaced = self._key(write.replaces) if write.replaces is not None else ""
-        done = await self._call(self._save(keys=[self._key(key), replaced], args=args))
+        done = await self._eval(_SAVE_SCRIPT, [self._key(key), replaced], args)
         return bool(done)
 
     async def delete(self, key: str) -> None:
-        await self._call(self._delete(keys=[self._key(key)], args=[self._users]))
+        await self._eval(_DELETE_SCRIPT, [self._key(key)], [self._users])
 
     async def sessions_of(self, user: str, now: float) -> list[SessionInfo]:
-        members: set[bytes] = await self._call(self._client.smembers(self._users + user))
+        members = await self._cmd("SMEMBERS", self._users + user)
         if not members:
             return []
         keys = sorted(m.decode() for m in members)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for k in keys:
-                pipe.hmget(k, "m:c", "m:t", "m:e")
-            rows = await self._call(pipe.execute())
+        # Concurrent commands share the connection's write buffer: one round trip, like a pipeline.
+        rows = await asyncio.gather(*(self._cmd("HMGET", k, "m:c", "m:t", "m:e") for k in keys))
         found = []
         for k, (created, touched, expires) in zip(keys, rows, strict=True):
             if expires is not None and float(expires) > now:
@@ -207,7 +277,7 @@ class RedisStore:
         return found
 
     async def revoke_user(self, user: str) -> int:
-        return int(await self._call(self._revoke(keys=[self._users + user])))
+        return int(await self._eval(_REVOKE_SCRIPT, [self._users + user], []))
 
     async def purge_expired(self, now: float) -> int:
         """Sweep sessions whose ``m:e`` has passed.
@@ -217,26 +287,28 @@ class RedisStore:
         """
         purged = 0
         async for batch in self._scan_batches(self._sessions + "*"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for k in batch:
-                    pipe.hget(k, "m:e")
-                expiries = await self._call(pipe.execute())
+            expiries = await asyncio.gather(*(self._cmd("HGET", k, "m:e") for k in batch))
             dead = [k for k, e in zip(batch, expiries, strict=True) if e is not None and float(e) <= now]
             if dead:
-                purged += int(await self._call(self._delete(keys=dead, args=[self._users])))
+                purged += int(await self._eval(_DELETE_SCRIPT, dead, [self._users]))
         return purged
 
     async def _scan_batches(self, pattern: str) -> AsyncIterator[list[bytes]]:
         cursor = 0
         while True:
-            cursor, keys = await self._call(self._client.scan(cursor, match=pattern, count=500))
+            # hiredis: [b"cursor", [keys]]; redis-py: (cursor, [keys]).
+            reply = await self._cmd("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
+            cursor, keys = int(reply[0]), list(reply[1])
             if keys:
                 yield keys
             if cursor == 0:
                 return
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._wire is not None:
+            await self._wire.close()
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def _sentinel_client(url: str, common: dict[str, Any]) -> aioredis.Redis:
