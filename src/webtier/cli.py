@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import click
@@ -130,6 +131,63 @@ def status(admin: str, as_json: bool, watch: bool) -> None:
                 live.update(view.render(_fetch_status(admin)))
         except KeyboardInterrupt:
             pass
+
+
+@main.command()
+@click.argument(
+    "scenario",
+    required=False,
+    type=click.Choice(["worker-failure", "scale-out", "rolling-deploy", "clustering-cost", "store-outage", "all"]),
+)
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["stateless", "stateless-redis", "sticky", "clustered"]),
+    help="Run only these modes (repeat; default: all, stateless-redis if redis-server is installed).",
+)
+@click.option("--users", type=click.IntRange(2, 500), default=24, show_default=True, help="Virtual users per run.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".webtier/demo/report.html"),
+    show_default=True,
+    help="Write the HTML report (tables and charts, self-contained).",
+)
+@click.option(
+    "--charts",
+    "charts_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write each chart as SVG here.",
+)
+@click.option("--scale", type=click.FloatRange(0.2, 10.0), default=1.0, show_default=True, help="Stretch every phase.")
+def demo(
+    scenario: str | None,
+    modes: tuple[str, ...],
+    users: int,
+    json_path: Path | None,
+    html_path: Path | None,
+    charts_dir: Path | None,
+    scale: float,
+) -> None:
+    """Measure the seeds' claims here: sticky vs clustered vs stateless, under failure, scale-out, deploys."""
+    from webtier.demo.report import command
+
+    try:
+        command(
+            scenario,
+            modes,
+            users=users,
+            json_path=json_path,
+            html_path=html_path,
+            charts_dir=charts_dir,
+            scale=scale,
+            log_path=Path(".webtier/demo/workers.log"),
+        )
+    except WebtierError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _fetch_status(admin: str) -> dict[str, Any]:

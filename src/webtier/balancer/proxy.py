@@ -185,7 +185,8 @@ class Exchange:
                 self._fail(504, "backend timed out")
                 return
             latency = time.monotonic() - self.started
-            backends.report(member, ok=self.status < 500, latency=latency)
+            # A 503 is a live worker declining (overloaded, or its session store is down): no reason to eject it.
+            backends.report(member, ok=self.status < 500 or self.status == 503, latency=latency)
             backends.metrics.observe(member, self.status, latency)
             return
 

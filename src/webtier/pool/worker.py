@@ -12,7 +12,6 @@ the environment (see :class:`webtier.config.WorkerSettings`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -39,6 +38,18 @@ access_log = logging.getLogger("webtier.access.worker")
 _HEALTHZ_BODY = b'{"ok":true}'
 
 
+_PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _current_rss_kib() -> int:
+    """Resident memory now (Linux); 0 where there is no /proc."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_KIB
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class WorkerStats:
     """Counters kept by the wrapper; latency samples of the last few seconds for p95."""
 
@@ -61,7 +72,8 @@ class WorkerStats:
             "inflight": self.inflight,
             "requests": self.requests,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "rss_kib": usage.ru_maxrss,
+            "rss_kib": _current_rss_kib() or usage.ru_maxrss,
+            "max_rss_kib": usage.ru_maxrss,
             "p95": p95,
             "sessions": dict(SESSION_COUNTERS),
             "users_seen": take_users_seen(),
@@ -152,11 +164,16 @@ def load_app(target: str, factory: bool) -> ASGIApp:
     return wsgi
 
 
-async def _heartbeat(stats: WorkerStats, fd: int) -> None:
+async def _heartbeat(stats: WorkerStats, fd: int, server: uvicorn.Server) -> None:
     os.set_blocking(fd, False)
     while True:
-        with contextlib.suppress(BlockingIOError, BrokenPipeError):  # a slow reader costs a beat, never a stall
+        try:
             os.write(fd, orjson.dumps(stats.snapshot()) + b"\n")
+        except BlockingIOError:
+            pass  # a slow reader costs a beat, never a stall
+        except BrokenPipeError:
+            server.should_exit = True  # the supervisor is gone: no orphan workers
+            return
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
@@ -168,7 +185,7 @@ async def _serve(settings: WorkerSettings) -> None:
     )
     server = uvicorn.Server(config)
     fd = settings.heartbeat_fd
-    beat = asyncio.create_task(_heartbeat(stats, fd)) if fd is not None else None
+    beat = asyncio.create_task(_heartbeat(stats, fd, server)) if fd is not None else None
     try:
         await server.serve()
     finally:
