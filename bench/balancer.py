@@ -16,13 +16,18 @@ after a discarded 2 s warm-up run), the balancer's CPU time (utime+stime of its 
 backends and wrk used, how busy the whole machine was (``/proc/stat``), and the ratio
 webtier/HAProxy against the targets (≥ 0.9 with uvicorn backends, ≥ 0.75 with nginx backends).
 
+The machine may be shared: before each run the script waits (``--wait-quiet``) until nothing
+else uses the CPUs, and measures a run again (``--retries``) when processes outside the benchmark
+took more than a little CPU during it; the ``rest %`` column shows what they took.
+
 Everything listens on free ports on 127.0.0.1; configs, pid files and logs go to a temporary
 directory; every process is started in its own process group and stopped at the end, also on
-errors and Ctrl-C. Results go to ``bench/results/balancer.json`` (and a Markdown table beside
-it). Needs ``wrk``, ``haproxy`` and ``nginx`` (Debian packages of the same names).
+errors, Ctrl-C and SIGTERM. Results go to ``bench/results/balancer.json`` (and a Markdown table
+beside it). Needs ``wrk``, ``haproxy`` and ``nginx`` (Debian packages of the same names).
 
     .venv/bin/python bench/balancer.py [--duration 10s] [--warmup 2s] [--connections 64]
         [--threads 2] [--only webtier,haproxy,nginx] [--backends uvicorn,nginx] [--rounds 1]
+        [--wait-quiet 30s] [--retries 1]
 """
 
 from __future__ import annotations
@@ -878,10 +883,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             for kind in options.backends:
                 runs += bench_backend_set(kind, Path(tmp), options)
-        except BaseException:
+        except (KeyboardInterrupt, SystemExit) as exc:
+            console.print("[yellow]interrupted: every server is stopped, no results written[/]")
+            return exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+        except Exception:
             logs = sorted(Path(tmp).glob("*.log"))
             if logs:
-                console.print(f"[red]failed; server logs in {tmp} are removed now, their tails:[/]")
+                console.print(f"[red]failed; the server logs in {tmp} are removed now, their tails:[/]")
                 for log in logs:
                     console.print(f"--- {log.name}", style="dim", markup=False)
                     console.print(log.read_text(errors="replace")[-1500:], markup=False, highlight=False)
