@@ -8,7 +8,9 @@ and build what is forwarded.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -82,8 +84,12 @@ class Framing:
         return self.chunked or bool(self.length)
 
 
+_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB
+
+
 def _is_token(value: bytes) -> bool:
-    return bool(value) and all(c in _TOKEN for c in value)
+    return _TOKEN_RE.fullmatch(value) is not None
 
 
 def _is_host(value: bytes) -> bool:
@@ -108,9 +114,8 @@ def check_header(name: bytes, value: bytes) -> None:
     """Reject names that are not tokens, values with control characters (CR, LF, NUL...), a malformed Host."""
     if not _is_token(name):
         raise RequestError(400, "invalid header name")
-    for c in value:
-        if (c < 0x20 and c != 0x09) or c == 0x7F:
-            raise RequestError(400, "control character in header value")
+    if _CONTROL_RE.search(value) is not None:
+        raise RequestError(400, "control character in header value")
     if name.lower() == b"host" and not _is_host(value.strip(b" \t")):
         raise RequestError(400, "invalid Host header")
 
@@ -194,8 +199,13 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> bytes:
-    return os.urandom(12).hex().encode()
+    """Unique, not secret: a random per-process prefix and a counter (no system call per request)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}".encode()
 
 
 def rewrite_request_headers(

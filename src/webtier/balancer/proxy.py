@@ -212,7 +212,7 @@ class Exchange:
             conn, _ = await member.pool.acquire(fresh=self.upgrade is not None)
         except ConnectFailed as exc:
             raise _UpstreamGone(str(exc)) from exc
-        loop = asyncio.get_running_loop()
+        loop = self.client.loop
         self.done = loop.create_future()
         self.upstream, self.member = conn, member
         member.backend.inflight += 1
@@ -326,6 +326,12 @@ class Exchange:
                 conn.close()
         self.done.set_result(None)
 
+    def on_read_begin(self) -> None:
+        self.client.cork()
+
+    def on_read_end(self) -> None:
+        self.client.uncork()
+
     def on_tunnel_open(self, data: bytes) -> None:
         if data:
             self.client.write(data)
@@ -383,6 +389,7 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._upgrading: Exchange | None = None
         self._reading_paused = False
+        self._corked: list[bytes] | None = None
         self._refusal: bytes | None = None  # an error owed after the pipelined requests before it are answered
         self._in_head = False
         self._head_began = False
@@ -578,8 +585,20 @@ class ClientConnection(asyncio.Protocol):
         return self._parse_cookies(exchange.headers).get(name)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if self._corked is not None:
+            self._corked.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def cork(self) -> None:
+        """Gather writes until :meth:`uncork`: a response head and body from one read leave in one send."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        parts, self._corked = self._corked, None
+        if parts:
+            self.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self._reading_paused and not self.closed:
