@@ -38,9 +38,11 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 bench: bootstrap
-	@scripts/system-deps.sh wrk
+	@scripts/system-deps.sh wrk haproxy nginx
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/sessions.py
+	$(BIN)/python bench/balancer.py
+	$(BIN)/python bench/autoscale.py
 
 clean:
 	rm -rf $(VENV) .webtier .pytest_cache .mypy_cache .ruff_cache
