@@ -10,6 +10,8 @@ What it measures, for each variant (``bench/session_apps.py``) and endpoint:
   by the requests. Redis counts the commands a Lua script runs as calls too, so
   ``round trips/req`` also shows the commands the client itself sent (see ``SCRIPT_ONLY``).
 * ``Redis CPU µs/req``: the same CPU measurement for the redis-server process.
+* ``other load``: cores busy with processes other than the benchmark's own (worker, redis-server,
+  wrk, this script) during the run (``/proc/stat``); on a shared machine it says which rows to trust.
 * ``check``: the session counter read back after the run. After ``/rmw`` it should equal the
   number of ``/rmw`` requests completed with that cookie (wrk's count, plus the one request
   that created the session, plus at most one in-flight request per connection when wrk
@@ -22,10 +24,11 @@ sockets: how many failed, and how many sessions Redis holds afterwards).
 
 The script starts its own redis-server and one uvicorn worker per variant, each on a free
 port on 127.0.0.1, runs the variants one after another and stops everything at the end.
-Results go to ``bench/results/sessions.json``. Needs ``wrk`` (Debian package ``wrk``).
+Results go to ``bench/results/sessions.json`` and, as Markdown tables, ``bench/results/sessions.md``.
+Needs ``wrk`` (Debian package ``wrk``) and ``redis-server``.
 
     .venv/bin/python bench/sessions.py [--duration 10s] [--connections 32]
-        [--variants webtier,starsessions] [--endpoints rmw,read] [--burst 1000]
+        [--variants webtier,starsessions] [--endpoints rmw,read] [--burst 1000] [--serial 200]
 """
 
 from __future__ import annotations

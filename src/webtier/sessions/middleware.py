@@ -176,7 +176,12 @@ class SessionMiddleware:
             )
 
         return Session(
-            session_id, self.codec, load_sync=load_sync, load_async=load_async, degrade_on_error=self._degrade
+            session_id,
+            self.codec,
+            load_sync=load_sync,
+            load_async=load_async,
+            degrade_on_error=self._degrade,
+            key=key,
         )
 
     def _cookie_value(self, scope: Scope) -> str | None:

@@ -71,9 +71,10 @@ class Session(MutableMapping[str, Any]):
         load_sync: SyncLoader | None = None,
         load_async: AsyncLoader | None = None,
         degrade_on_error: bool = False,
+        key: str | None = None,
     ) -> None:
         self._id = session_id
-        self._key = hash_session_id(session_id) if session_id else None
+        self._key = key or (hash_session_id(session_id) if session_id else None)  # callers that hashed pass it
         self._had_cookie = session_id is not None
         self._codec = codec
         self._load_sync = load_sync

@@ -1,0 +1,59 @@
+"""`webtier balance` as a user runs it: its own process, uvloop, real backends, the admin API."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.balancer.conftest import BackendProcess
+from tests.servers import free_port, wait_for_port
+
+
+def test_balance_command_proxies_under_uvloop(backends: list[BackendProcess]) -> None:
+    port, admin = free_port(), free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "webtier",
+        "balance",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin",
+        f"127.0.0.1:{admin}",
+    ]
+    for backend in backends[:2]:
+        args += ["--backend", f"http://127.0.0.1:{backend.port}"]
+    proc = subprocess.Popen([*args, "--strategy", "round_robin"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc=proc)
+        deadline = time.monotonic() + 15
+        while True:  # backends become available after their first health check
+            status = httpx.get(f"http://127.0.0.1:{admin}/status", timeout=5).json()
+            if all(b["available"] for b in status["backends"]):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+            seen = {c.get("/").headers["x-backend"] for _ in range(10)}
+        assert seen == {"b1", "b2"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=15)[0].decode()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+
+
+def test_balance_command_rejects_a_public_admin_address() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "webtier", "balance", "--admin", "0.0.0.0:9999", "--backend", "http://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "loopback" in result.stderr
+    assert "Traceback" not in result.stderr
