@@ -30,6 +30,7 @@ def test_balance_command_proxies_under_uvloop(backends: list[BackendProcess]) ->
     proc = subprocess.Popen([*args, "--strategy", "round_robin"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc=proc)
+        wait_for_port(admin, proc=proc)  # the admin API starts just after the public listener
         deadline = time.monotonic() + 15
         while True:  # backends become available after their first health check
             status = httpx.get(f"http://127.0.0.1:{admin}/status", timeout=5).json()

@@ -45,6 +45,7 @@ def tier(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_for_port(port, timeout=30, proc=proc)
+        wait_for_port(admin, timeout=30, proc=proc)  # the admin API starts just after the public listener
         yield port, admin, log
     finally:
         proc.send_signal(signal.SIGTERM)
