@@ -180,6 +180,7 @@ class Tier:
 
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
         low, high = self.config.pool_bounds
+        await self.balancer.bind()  # claim the ports first: a busy port fails before any worker starts
         if self.relay is not None:
             await self.relay.start()
         supervise = asyncio.create_task(self.supervisor.run(low))

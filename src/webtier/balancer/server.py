@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -46,30 +47,57 @@ class Balancer:
         self._server: asyncio.Server | None = None
         self._admin: _AdminServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._admin_socket: socket.socket | None = None
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    async def bind(self) -> None:
+        """Claim both ports now (a busy port fails here) without serving yet; :meth:`start` serves."""
+        if self._server is not None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(self.backends, self.config),
+                self.config.listen_host,
+                self.config.listen_port,
+                backlog=2048,
+                reuse_address=True,
+                start_serving=False,
+            )
+            if self.config.admin_port is not None:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.config.admin_host, self.config.admin_port))
+                except OSError:
+                    sock.close()
+                    raise
+                self._admin_socket = sock
+        except OSError as exc:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            raise ConfigError(
+                f"cannot listen on {self.config.listen_host}:{self.config.listen_port} "
+                f"or {self.config.admin_host}:{self.config.admin_port}: {exc.strerror or exc}"
+            ) from None
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.bind()
+        assert self._server is not None
         for address in self.config.backends:
             self.backends.add(address)
-        self._server = await loop.create_server(
-            lambda: ClientConnection(self.backends, self.config),
-            self.config.listen_host,
-            self.config.listen_port,
-            backlog=2048,
-            reuse_address=True,
-        )
+        await self._server.start_serving()
         self._tasks.append(loop.create_task(run_checks(self.backends)))
-        if self.config.admin_port is not None:
+        if self._admin_socket is not None:
             self._admin = _AdminServer(
                 uvicorn.Config(
                     self._admin_factory(self.backends),
-                    host=self.config.admin_host,
-                    port=self.config.admin_port,
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
@@ -77,7 +105,7 @@ class Balancer:
                     timeout_graceful_shutdown=2,  # a dashboard's event stream must not hold up a stop
                 )
             )
-            self._tasks.append(loop.create_task(_serve_admin(self._admin)))
+            self._tasks.append(loop.create_task(_serve_admin(self._admin, self._admin_socket)))
             while not self._admin.started:
                 if self._tasks[-1].done():
                     self._server.close()
@@ -98,11 +126,13 @@ class Balancer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for member in self.backends.members.values():
             member.pool.close()
+        if self._admin_socket is not None:
+            self._admin_socket.close()
 
 
-async def _serve_admin(server: _AdminServer) -> None:
-    with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; start() reports it
-        await server.serve()
+async def _serve_admin(server: _AdminServer, sock: socket.socket) -> None:
+    with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot serve; start() reports it
+        await server.serve(sockets=[sock])
 
 
 async def serve(config: BalancerConfig) -> None:
