@@ -12,12 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 from webtier.balancer.config import BackendAddress, BalancerConfig
 from webtier.balancer.health import BackendHealth, Event, HealthConfig, State
-from webtier.balancer.metrics import BalancerMetrics
+from webtier.balancer.metrics import BackendStats, BalancerMetrics
 from webtier.balancer.retry import RetryBudget
 from webtier.balancer.strategies import Backend, RequestInfo, Strategy, make_strategy
 from webtier.balancer.upstream import UpstreamPool
@@ -33,9 +34,8 @@ class Member:
     backend: Backend
     health: BackendHealth
     pool: UpstreamPool
-    latency: Any = None  # the Histogram child of this backend
+    stats: BackendStats = field(default_factory=BackendStats)
     idle: asyncio.Event | None = None  # set when a draining backend has nothing in flight
-    counters: dict[int, Any] = field(default_factory=dict)  # status class -> Counter child
     requests: int = 0
     failures: int = 0
     added: float = field(default_factory=time.time)
@@ -81,7 +81,6 @@ class BackendSet:
                 connect_timeout=self.config.connect_timeout,
                 idle_timeout=self.config.upstream_idle_timeout,
             ),
-            latency=self.metrics.latency.labels(address.id),
         )
         self.members[address.id] = member
         self._by_backend[id(member.backend)] = member
@@ -158,14 +157,18 @@ class BackendSet:
         self.totals["requests"] += 1
         if latency is not None:
             member.backend.observe_latency(latency * 1000.0)
-        if not ok:
-            member.failures += 1
-            self.totals["failures"] += 1
-        self.on_health(member, Event.REQUEST_OK if ok else Event.REQUEST_FAILED)
+        if ok:
+            # REQUEST_OK changes no state, it only ends a failure streak: skip the machine when there is none.
+            if member.health.request_failures:
+                self.on_health(member, Event.REQUEST_OK)
+            return
+        member.failures += 1
+        self.totals["failures"] += 1
+        self.on_health(member, Event.REQUEST_FAILED)
 
     # -- choosing -------------------------------------------------------------------------------
 
-    def choose(self, request: RequestInfo, exclude: set[str]) -> Member | None:
+    def choose(self, request: RequestInfo, exclude: AbstractSet[str]) -> Member | None:
         candidates = self.candidates
         if exclude:
             candidates = [b for b in candidates if b.id not in exclude]

@@ -15,16 +15,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "FRAMING_FIELDS",
     "HOP_BY_HOP",
+    "NO_BODY",
+    "TOKEN_RE",
     "Framing",
     "RequestError",
     "check_header",
     "check_request_line",
     "error_response",
     "request_framing",
+    "request_head",
     "response_framing",
+    "response_lines",
     "rewrite_request_headers",
     "rewrite_response_headers",
+    "status_line",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -45,8 +51,6 @@ HOP_BY_HOP = frozenset(
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # RFC 3986 reg-name (unreserved / pct-encoded / sub-delims), the host part of a Host header.
-_REG_NAME = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 _REQUEST_ID_CHARS = frozenset(b"0123456789abcdefABCDEF-_.:abcdefghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ")
 
 _REASONS = {
@@ -84,40 +88,40 @@ class Framing:
         return self.chunked or bool(self.length)
 
 
-_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB
+TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB
 
 
 def _is_token(value: bytes) -> bool:
-    return _TOKEN_RE.fullmatch(value) is not None
+    return TOKEN_RE.fullmatch(value) is not None
+
+
+# RFC 3986 host [":" port]: an IP-literal (checked loosely: it only has to be unambiguous) or a
+# reg-name of unreserved / sub-delims characters and %XX escapes; the port may be empty.
+_HOST_RE = re.compile(
+    rb"(?:\[[A-Za-z0-9\-._~%!$&'()*+,;=:]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
 
 
 def _is_host(value: bytes) -> bool:
     """``uri-host [ ":" port ]`` (RFC 9112 §3.2, RFC 3986 §3.2.2); an empty value is allowed."""
-    if value.startswith(b"["):  # IP-literal: checked loosely, it only has to be unambiguous
-        end = value.find(b"]")
-        host, rest = value[1:end], value[end + 1 :]
-        if end < 0 or not host or not all(c in _REG_NAME or c == 0x3A for c in host):
-            return False
-    else:
-        host, colon, port = value.partition(b":")
-        rest = colon + port
-        if not all(c in _REG_NAME for c in host):
-            return False
-        percents = [i for i, c in enumerate(host) if c == 0x25]
-        if any(not (i + 2 < len(host) and host[i + 1] in _HEX and host[i + 2] in _HEX) for i in percents):
-            return False
-    return not rest or (rest[:1] == b":" and all(c in b"0123456789" for c in rest[1:]))
+    return _HOST_RE.fullmatch(value) is not None
 
 
 def check_header(name: bytes, value: bytes) -> None:
-    """Reject names that are not tokens, values with control characters (CR, LF, NUL...), a malformed Host."""
-    if not _is_token(name):
+    """Reject names that are not tokens and values with control characters (CR, LF, NUL...).
+
+    The Host value is checked with the request's framing, by :func:`request_framing`.
+    """
+    if TOKEN_RE.fullmatch(name) is None:
         raise RequestError(400, "invalid header name")
-    if _CONTROL_RE.search(value) is not None:
+    if CONTROL_RE.search(value) is not None:
         raise RequestError(400, "control character in header value")
-    if name.lower() == b"host" and not _is_host(value.strip(b" \t")):
-        raise RequestError(400, "invalid Host header")
+
+
+# The fields request_framing looks at; the proxy hands it only these, with lower-case names.
+FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding"})
+NO_BODY = Framing()
 
 
 def check_request_line(method: bytes, target: bytes, version: str) -> None:
@@ -136,26 +140,32 @@ def check_request_line(method: bytes, target: bytes, version: str) -> None:
         raise RequestError(400, "a request target has no fragment")
 
 
-def request_framing(headers: Sequence[tuple[bytes, bytes]], *, http10: bool = False) -> Framing:
+def request_framing(
+    headers: Sequence[tuple[bytes, bytes]], *, http10: bool = False, known_host: bytes | None = None
+) -> Framing:
     """The body framing of a request, refusing every ambiguous combination (RFC 9112 §6.3).
 
-    Also refuses a second Host header (RFC 9112 §3.2): like two framings, two
-    Hosts let the proxy and a backend disagree about the request. This is the
-    one check the proxy runs on the complete header list, so it lives here.
+    Also checks the Host header: exactly one in HTTP/1.1, at most one in 1.0 (RFC 9112 §3.2;
+    like two framings, two Hosts let the proxy and a backend disagree about the request), and
+    well-formed (``known_host``: a value already found valid, not checked again).
     """
     lengths: list[bytes] = []
     encodings: list[bytes] = []
     hosts = 0
     for name, value in headers:
         lowered = name.lower()
-        if lowered == b"content-length":
+        if lowered == b"host":
+            hosts += 1
+            if value != known_host and not _is_host(value.strip(b" \t")):
+                raise RequestError(400, "invalid Host header")
+        elif lowered == b"content-length":
             lengths.append(value.strip())
         elif lowered == b"transfer-encoding":
             encodings.extend(v.strip(b" \t").lower() for v in value.split(b","))
-        elif lowered == b"host":
-            hosts += 1
     if hosts > 1:
         raise RequestError(400, "more than one Host header")
+    if not hosts and not http10:
+        raise RequestError(400, "missing Host header")
     if encodings:
         if lengths:
             raise RequestError(400, "both Content-Length and Transfer-Encoding")
@@ -170,7 +180,7 @@ def request_framing(headers: Sequence[tuple[bytes, bytes]], *, http10: bool = Fa
             raise RequestError(501, "unsupported transfer coding")  # RFC 9112 §6.1: understood framing, unknown coding
         return Framing(chunked=True)
     if not lengths:
-        return Framing()
+        return NO_BODY
     if len(lengths) > 1:
         raise RequestError(400, "more than one Content-Length")
     value = lengths[0]
@@ -268,6 +278,115 @@ def rewrite_response_headers(headers: Sequence[tuple[bytes, bytes]], *, keep_upg
     if keep_upgrade:
         drop = drop - {b"upgrade", b"connection"}
     return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+# Request fields the single pass of request_head treats specially; every other field is copied as is.
+_REQUEST_SPECIAL = HOP_BY_HOP | _FORWARDED | {b"content-length", b"x-request-id", b"host"}
+
+
+def request_head(
+    method: bytes,
+    target: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    client_ip: str,
+    trusted: bool,
+    framing: Framing,
+    upgrade: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """The request head to send upstream, and the request id: :func:`rewrite_request_headers`, serialised.
+
+    One pass over the fields; when a ``Connection`` header names fields beyond the hop-by-hop ones
+    (which the pass would already have copied) it starts over on the general path.
+    """
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    forwarded_for = request_id = host = b""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in _REQUEST_SPECIAL:
+            parts += (name, b": ", value, b"\r\n")
+        elif lowered == b"host":
+            host = value
+            parts += (name, b": ", value, b"\r\n")
+        elif lowered == b"connection":
+            if not _names_nothing(value):
+                fields, request_id = rewrite_request_headers(
+                    headers, client_ip=client_ip, trusted=trusted, framing=framing, upgrade=upgrade
+                )
+                return head(method + b" " + target + b" HTTP/1.1", fields), request_id
+        elif lowered == b"x-request-id":
+            if 0 < len(value) <= 128 and all(c in _REQUEST_ID_CHARS for c in value):
+                request_id = value
+        elif lowered in _FORWARDED and trusted:
+            if lowered == b"x-forwarded-for":
+                forwarded_for = value
+            else:
+                parts += (name, b": ", value, b"\r\n")
+    ip = client_ip.encode()
+    parts += (b"x-forwarded-for: ", forwarded_for + b", " + ip if forwarded_for else ip, b"\r\n")
+    if not trusted:
+        parts.append(b"x-forwarded-proto: http\r\n")
+        if host:
+            parts += (b"x-forwarded-host: ", host, b"\r\n")
+    request_id = request_id or new_request_id()
+    parts += (b"x-request-id: ", request_id, b"\r\n")
+    if framing.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif framing.length is not None:
+        parts.append(b"content-length: %d\r\n" % framing.length)
+    if upgrade is not None:
+        parts += (b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), request_id
+
+
+# Connection tokens that name nothing the single passes would copy: they need no second look.
+_NAMED_BY_CONNECTION = HOP_BY_HOP | {b"close", b""}
+_RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
+
+
+def _names_nothing(connection: bytes) -> bool:
+    """Whether a Connection value names only hop-by-hop fields (or close), which are dropped anyway."""
+    lowered = connection.lower()
+    return lowered in _NAMED_BY_CONNECTION or _connection_tokens([(b"connection", lowered)]) <= _NAMED_BY_CONNECTION
+
+
+def response_lines(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, Framing]:
+    """The response fields to pass on, serialised (each line ends in CRLF), and the body framing.
+
+    Same result as :func:`rewrite_response_headers` and :func:`response_framing`, in one pass.
+    """
+    parts: list[bytes] = []
+    chunked = False
+    length: int | None = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in _RESPONSE_SPECIAL:
+            parts += (name, b": ", value, b"\r\n")
+        elif lowered == b"content-length":
+            stripped = value.strip()
+            if stripped.isdigit():
+                length = int(stripped)
+            parts += (name, b": ", value, b"\r\n")
+        elif lowered == b"transfer-encoding":
+            chunked = chunked or b"chunked" in value.lower()
+        elif lowered == b"connection" and not _names_nothing(value):
+            fields = rewrite_response_headers(headers)
+            return b"".join(n + b": " + v + b"\r\n" for n, v in fields), response_framing(headers)
+    return b"".join(parts), Framing(chunked=True) if chunked else Framing(length=length)
+
+
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n``, remembered: backends answer with few distinct ones."""
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < 512:
+            _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 def head(start_line: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:

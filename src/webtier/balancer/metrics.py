@@ -1,14 +1,20 @@
-"""Prometheus metrics of the balancer (own registry: several balancers may share a process in tests)."""
+"""Prometheus metrics of the balancer (own registry: several balancers may share a process in tests).
+
+Per-request figures are plain integers on each backend (:class:`BackendStats`), turned into
+Prometheus families only when scraped: a labelled prometheus_client Counter and Histogram cost
+several microseconds per request (locks, label lookups), a large share of the proxy's budget.
+"""
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -16,9 +22,27 @@ if TYPE_CHECKING:
 
     from webtier.balancer.backends import Member
 
-__all__ = ["BalancerMetrics", "RecentWindow"]
+__all__ = ["BackendStats", "BalancerMetrics", "RecentWindow"]
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_LABELS = (*(f"{b:g}" for b in _BUCKETS), "+Inf")
+_CLASSES = tuple(f"{n}xx" for n in range(10))
+
+
+class BackendStats:
+    """Responses of one backend: counts per status class and a latency histogram, as plain numbers."""
+
+    __slots__ = ("buckets", "by_class", "seconds")
+
+    def __init__(self) -> None:
+        self.by_class = [0] * len(_CLASSES)
+        self.buckets = [0] * len(_BUCKET_LABELS)  # not cumulative: bucket i holds (le[i-1], le[i]]
+        self.seconds = 0.0
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.by_class[status // 100 % 10] += 1
+        self.buckets[bisect_left(_BUCKETS, seconds)] += 1
+        self.seconds += seconds
 
 
 class _Live(Collector):
@@ -28,15 +52,28 @@ class _Live(Collector):
         self._members = members
 
     def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily("webtier_balancer_requests", "Requests answered", labels=["backend", "code"])
+        latency = HistogramMetricFamily(
+            "webtier_balancer_request_duration_seconds", "Time from request head to response end", labels=["backend"]
+        )
         inflight = GaugeMetricFamily("webtier_balancer_backend_inflight", "Requests in flight", labels=["backend"])
         up = GaugeMetricFamily(
             "webtier_balancer_backend_available", "1 if the backend takes new requests", labels=["backend", "state"]
         )
         for member in self._members():
-            inflight.add_metric([member.backend.id], member.backend.inflight)
-            up.add_metric(
-                [member.backend.id, member.health.state.name.lower()], 1.0 if member.health.available else 0.0
-            )
+            backend_id, stats = member.backend.id, member.stats
+            for n, count in enumerate(stats.by_class):
+                if count:
+                    requests.add_metric([backend_id, _CLASSES[n]], count)
+            cumulative, total = [], 0
+            for label, count in zip(_BUCKET_LABELS, stats.buckets, strict=True):
+                total += count
+                cumulative.append((label, total))
+            latency.add_metric([backend_id], cumulative, stats.seconds)
+            inflight.add_metric([backend_id], member.backend.inflight)
+            up.add_metric([backend_id, member.health.state.name.lower()], 1.0 if member.health.available else 0.0)
+        yield requests
+        yield latency
         yield inflight
         yield up
 
@@ -51,11 +88,12 @@ class RecentWindow:
         self.by_class: dict[str, int] = {}
         self._latencies: deque[tuple[float, float]] = deque(maxlen=50_000)
 
-    def record(self, status: int, seconds: float) -> None:
+    def record(self, status: int, seconds: float, now: float | None = None) -> None:
+        """One answered request; ``now`` saves a clock read when the caller has one (same clock)."""
         self.requests += 1
-        key = f"{status // 100}xx"
+        key = _CLASSES[status // 100 % 10]
         self.by_class[key] = self.by_class.get(key, 0) + 1
-        self._latencies.append((self.clock(), seconds))
+        self._latencies.append((self.clock() if now is None else now, seconds))
 
     def percentiles(self) -> dict[str, float]:
         horizon = self.clock() - self.span
@@ -75,16 +113,6 @@ class RecentWindow:
 class BalancerMetrics:
     def __init__(self, members: Callable[[], Iterable[Member]]) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "webtier_balancer_requests", "Requests answered", ["backend", "code"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "webtier_balancer_request_duration_seconds",
-            "Time from request head to response end",
-            ["backend"],
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
         self.retries = Counter(
             "webtier_balancer_retries", "Requests retried on another backend", registry=self.registry
         )
@@ -93,11 +121,3 @@ class BalancerMetrics:
         )
         self.registry.register(_Live(members))
         self.window = RecentWindow()
-
-    def observe(self, member: Member, status: int, seconds: float) -> None:
-        counters = member.counters
-        counter = counters.get(status // 100)
-        if counter is None:  # label lookups cost microseconds: resolve each (backend, class) once
-            counter = counters[status // 100] = self.requests.labels(member.backend.id, f"{status // 100}xx")
-        counter.inc()
-        member.latency.observe(seconds)

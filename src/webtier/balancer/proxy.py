@@ -6,6 +6,12 @@ rules (framing, limits, timeouts) before anything reaches a backend.
 streaming both bodies with flow control, and retries on another backend when
 that is safe: the connection failed, or was reset before any response byte,
 and the request is idempotent or was never sent (bounded by a retry budget).
+
+Everything here is driven by callbacks, with no task or future per request:
+the parser's events start an exchange, the upstream connection's events
+finish it. Only opening a new backend connection runs as a task. Timeouts
+share one timer per client connection, armed for the nearest deadline and
+moved lazily, so a request costs no timer of its own.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ import asyncio
 import logging
 import time
 from collections import deque
+from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
 from webtier.balancer.http import (
+    CONTROL_RE,
+    FRAMING_FIELDS,
+    TOKEN_RE,
     Framing,
     RequestError,
     check_header,
@@ -26,12 +37,13 @@ from webtier.balancer.http import (
     error_response,
     head,
     request_framing,
-    response_framing,
-    rewrite_request_headers,
+    request_head,
+    response_lines,
     rewrite_response_headers,
+    status_line,
 )
 from webtier.balancer.strategies import RequestInfo
-from webtier.balancer.upstream import ConnectFailed, Upstream
+from webtier.balancer.upstream import Upstream, UpstreamPool
 
 if TYPE_CHECKING:
     from webtier.balancer.backends import BackendSet, Member
@@ -45,17 +57,61 @@ access_log = logging.getLogger("webtier.access.balancer")
 # Only these strategies look at headers, cookies or the path; the others get a bare RequestInfo.
 _READS_REQUEST = frozenset({"consistent_hash", "sticky"})
 _NOTHING: dict[str, str] = {}
+_NOT_TRIED: frozenset[str] = frozenset()
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 _REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are kept to retry on another backend
 _QUEUE_HIGH = 256 * 1024  # pause reading the client while this much body waits for a backend
 
 
-class _UpstreamGone(Exception):
-    """The backend connection failed before the response started."""
+class Deadline(Enum):
+    """What the client connection's one timer is waiting for."""
+
+    NONE = 0
+    HEADER = 1  # a request head to arrive (slowloris)
+    KEEPALIVE = 2  # the next request on an idle connection
+    RESPONSE = 3  # the backend's response to the exchange in progress
 
 
 class Exchange:
-    """One request: pick a backend, send, stream the response back; retry when safe."""
+    """One request: pick a backend, send, stream the response back; retry when safe.
+
+    Its life: :meth:`start` → (a connection from the pool, or one opened by a task) → ``_send`` →
+    the upstream's ``on_response_*`` events → ``_finish``, which tells the client connection.
+    A failure before any response byte goes back to ``_attempt`` on another backend when allowed.
+    """
+
+    __slots__ = (
+        "backend_id",
+        "body_done",
+        "body_sent_bytes",
+        "client",
+        "client_keep_alive",
+        "close_after",
+        "finished",
+        "framing",
+        "headers",
+        "http10",
+        "idempotent",
+        "interim",
+        "keep_upstream",
+        "member",
+        "method",
+        "pending",
+        "pending_bytes",
+        "replay",
+        "replay_bytes",
+        "request_id",
+        "request_sent",
+        "response_chunked",
+        "response_started",
+        "started",
+        "status",
+        "target",
+        "tried",
+        "tunnel",
+        "upgrade",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -77,21 +133,26 @@ class Exchange:
         self.http10 = http10
         self.upgrade = upgrade
         self.idempotent = method in IDEMPOTENT
+        has_body = framing.chunked or bool(framing.length)
         # Request body: chunks not yet sent, and a copy for retries while it stays small.
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
-        self.replay: list[bytes] | None = [] if self.idempotent or not framing.has_body else None
+        self.replay: list[bytes] | None = [] if self.idempotent or not has_body else None
         self.replay_bytes = 0
-        self.body_done = not framing.has_body
+        self.body_done = not has_body
         self.body_sent_bytes = 0
         self.upstream: Upstream | None = None
         self.member: Member | None = None
+        self.backend_id: str | None = None
+        self.tried: set[str] | None = None
         self.request_sent = False
         self.response_started = False  # a response byte arrived from the backend
         self.response_chunked = False
+        self.keep_upstream = False
         self.close_after = False
         self.interim = False
-        self.done: asyncio.Future[None] | None = None
+        self.tunnel = False
+        self.finished = False
         self.status = 0
         self.request_id = b""
         self.started = time.monotonic()
@@ -99,6 +160,8 @@ class Exchange:
     # -- request body from the client -----------------------------------------------------------
 
     def feed_body(self, data: bytes) -> None:
+        if self.finished:
+            return
         if self.replay is not None:
             if self.replay_bytes + len(data) <= _REPLAY_LIMIT:
                 self.replay.append(data)
@@ -135,60 +198,95 @@ class Exchange:
 
     # -- the request's life ---------------------------------------------------------------------
 
-    async def run(self, backends: BackendSet, config: BalancerConfig) -> None:
-        try:
-            await self._run(backends, config)
-        finally:
-            seconds = time.monotonic() - self.started
-            backends.metrics.window.record(self.status or 499, seconds)
-            if access_log.isEnabledFor(logging.INFO):
-                backend = self.member.backend.id if self.member is not None else None
-                access_log.info(
-                    "%s %s %s",
-                    self.method.decode("latin-1"),
-                    self.target[:200].decode("latin-1"),
-                    self.status,
-                    extra={
-                        "request_id": self.request_id.decode("latin-1"),
-                        "method": self.method.decode("latin-1"),
-                        "path": self.target.split(b"?", 1)[0][:200].decode("latin-1"),
-                        "status": self.status,
-                        "backend": backend,
-                        "ms": round(seconds * 1000, 3),
-                        "client": self.client.client_ip,
-                    },
-                )
+    def start(self) -> None:
+        self.client.backends.retry_budget.on_request()
+        self._attempt()
 
-    async def _run(self, backends: BackendSet, config: BalancerConfig) -> None:
-        info = self.client.request_info(self.target, self.headers)
-        tried: set[str] = set()
-        backends.retry_budget.on_request()
-        while True:
-            member = backends.choose(info, tried)
-            if member is None:
-                self._fail(503 if not tried else 502, "no healthy backend" if not tried else "backends failed")
-                return
-            try:
-                await self._attempt(member, config)
-            except _UpstreamGone as exc:
-                backends.report(member, ok=False, latency=None)
-                tried.add(member.backend.id)
-                if self._may_retry() and backends.retry_budget.try_spend(time.monotonic()):
-                    backends.metrics.retries.inc()
-                    log.info("retrying %s %s on another backend: %s", self.method.decode(), self.target[:80], exc)
-                    self._rewind()
-                    continue
-                self._fail(502, "backend failed")
-                return
-            except TimeoutError:
-                backends.report(member, ok=False, latency=None)
-                self._fail(504, "backend timed out")
-                return
-            latency = time.monotonic() - self.started
-            # A 503 is a live worker declining (overloaded, or its session store is down): no reason to eject it.
-            backends.report(member, ok=self.status < 500 or self.status == 503, latency=latency)
-            backends.metrics.observe(member, self.status, latency)
+    def _attempt(self) -> None:
+        client = self.client
+        backends = client.backends
+        member = backends.choose(client.request_info(self), self.tried or _NOT_TRIED)
+        if member is None:
+            if self.tried is None:
+                self._fail(503, "no healthy backend")
+            else:
+                self._fail(502, "backends failed")
+            self._finish()
             return
+        self.member = member
+        self.backend_id = member.backend.id
+        member.backend.inflight += 1
+        conn = member.pool.take() if self.upgrade is None else None
+        if conn is not None:
+            self._send(conn)
+            return
+        task = client.loop.create_task(member.pool.connect())
+        client.connecting = task  # a strong reference until it is done
+        task.add_done_callback(partial(self._connected, member.pool))
+
+    def _connected(self, pool: UpstreamPool, task: asyncio.Task[Upstream]) -> None:
+        self.client.connecting = None
+        exc = ConnectionAbortedError("connect cancelled") if task.cancelled() else task.exception()
+        if self.finished:  # the client left meanwhile; a new connection is still worth keeping
+            if exc is None:
+                pool.release(task.result())
+            return
+        if exc is not None:
+            self._upstream_failed(str(exc))
+            return
+        self._send(task.result())
+
+    def _send(self, conn: Upstream) -> None:
+        self.upstream = conn
+        conn.begin(self, head=self.method == b"HEAD")
+        client = self.client
+        data, self.request_id = request_head(
+            self.method,
+            self.target,
+            self.headers,
+            client_ip=client.client_ip,
+            trusted=client.trusted,
+            framing=self.framing,
+            upgrade=self.upgrade,
+        )
+        conn.write(data)
+        self.request_sent = True
+        if self.pending:
+            while self.pending:
+                self._send_body(self.pending.popleft())
+            self.pending_bytes = 0
+            client.resume_reading()
+        if self.body_done and self.framing.chunked:
+            conn.write(b"0\r\n\r\n")
+        client.set_deadline(Deadline.RESPONSE, client.config.response_timeout)
+
+    def _release_member(self) -> Member | None:
+        """The backend no longer has this request in flight."""
+        member, self.member = self.member, None
+        if member is not None:
+            member.backend.inflight -= 1
+            if member.idle is not None and member.backend.inflight == 0:
+                member.idle.set()
+        return member
+
+    def _upstream_failed(self, reason: str) -> None:
+        """The backend failed before any response byte: retry elsewhere when safe, else 502."""
+        self.upstream = None
+        member = self._release_member()
+        backends = self.client.backends
+        if member is not None:
+            backends.report(member, ok=False, latency=None)
+            if self.tried is None:
+                self.tried = set()
+            self.tried.add(member.backend.id)
+        if self._may_retry() and backends.retry_budget.try_spend(time.monotonic()):
+            backends.metrics.retries.inc()
+            log.info("retrying %s %s on another backend: %s", self.method.decode(), self.target[:80], reason)
+            self._rewind()
+            self._attempt()
+            return
+        self._fail(502, "backend failed")
+        self._finish()
 
     def _may_retry(self) -> bool:
         if self.response_started or self.client.closed:
@@ -204,54 +302,67 @@ class Exchange:
             self.pending_bytes = self.replay_bytes
         self.request_sent = False
         self.body_sent_bytes = 0
-        self.upstream = None
-        self.member = None
 
-    async def _attempt(self, member: Member, config: BalancerConfig) -> None:
-        try:
-            conn, _ = await member.pool.acquire(fresh=self.upgrade is not None)
-        except ConnectFailed as exc:
-            raise _UpstreamGone(str(exc)) from exc
-        loop = self.client.loop
-        self.done = loop.create_future()
-        self.upstream, self.member = conn, member
-        member.backend.inflight += 1
-        try:
-            conn.begin(self)
-            headers, self.request_id = rewrite_request_headers(
-                self.headers,
-                client_ip=self.client.client_ip,
-                trusted=self.client.trusted,
-                framing=self.framing,
-                upgrade=self.upgrade,
-            )
-            conn.write(head(self.method + b" " + self.target + b" HTTP/1.1", headers))
-            self.request_sent = True
-            while self.pending:
-                self._send_body(self.pending.popleft())
-            self.pending_bytes = 0
-            self.client.resume_reading()
-            if self.body_done and self.framing.chunked:
-                conn.write(b"0\r\n\r\n")
-            # One timer, not wait_for(shield(...)): this runs for every request.
-            timer = loop.call_later(config.response_timeout, self._response_timed_out)
-            try:
-                await self.done
-            except TimeoutError:
-                conn.close()
-                raise
-            finally:
-                timer.cancel()
-        finally:
-            member.backend.inflight -= 1
-            if member.idle is not None and member.backend.inflight == 0:
-                member.idle.set()
-            if self.done is not None and not self.done.done():
-                self.done.cancel()
+    def response_timed_out(self) -> None:
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()
+        member = self._release_member()
+        if member is not None:
+            self.client.backends.report(member, ok=False, latency=None)
+        self._fail(504, "backend timed out")
+        self._finish()
 
-    def _response_timed_out(self) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_exception(TimeoutError())
+    def abandon(self) -> None:
+        """The client went away: let go of the backend (a task still connecting hands its connection back)."""
+        if self.finished:
+            return
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()
+        self._release_member()
+        self._finish()
+
+    def _completed(self) -> None:
+        """The backend answered (or the tunnel opened): account for it, then finish."""
+        member = self._release_member()
+        if member is not None:
+            latency = time.monotonic() - self.started
+            # A 503 is a live worker declining (overloaded, or its session store is down): no reason to eject it.
+            status = self.status
+            self.client.backends.report(member, ok=status < 500 or status == 503, latency=latency)
+            member.stats.observe(status, latency)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        now = time.monotonic()
+        client = self.client
+        client.backends.metrics.window.record(self.status or 499, now - self.started, now)
+        if access_log.isEnabledFor(logging.INFO):
+            self._log_access(now - self.started)
+        if not self.tunnel:
+            client.exchange_finished(self)
+
+    def _log_access(self, seconds: float) -> None:
+        method = self.method.decode("latin-1")
+        access_log.info(
+            "%s %s %s",
+            method,
+            self.target[:200].decode("latin-1"),
+            self.status,
+            extra={
+                "request_id": self.request_id.decode("latin-1"),
+                "method": method,
+                "path": self.target.split(b"?", 1)[0][:200].decode("latin-1"),
+                "status": self.status,
+                "backend": self.backend_id,
+                "ms": round(seconds * 1000, 3),
+                "client": self.client.client_ip,
+            },
+        )
 
     # -- response from the backend (UpstreamListener) -------------------------------------------
 
@@ -260,46 +371,41 @@ class Exchange:
     ) -> None:
         self.response_started = True
         self.status = status
+        client = self.client
         self.interim = 100 <= status < 200 and status != 101
         if self.interim:
             if not self.http10:
-                self.client.write(head(b"HTTP/1.1 %d %s" % (status, reason), rewrite_response_headers(headers)))
+                client.write(head(b"HTTP/1.1 %d %s" % (status, reason), rewrite_response_headers(headers)))
             return
-        out = rewrite_response_headers(headers, keep_upgrade=status == 101)
         if status == 101:
-            self.client.write(head(b"HTTP/1.1 101 " + reason, out))
+            out = rewrite_response_headers(headers, keep_upgrade=True)
+            client.write(head(b"HTTP/1.1 101 " + reason, out))
             return
+        lines, framing = response_lines(headers)
         if self.upgrade is not None:
             self.close_after = True  # the client may already be sending tunnel bytes: start afresh
-        framing = response_framing(headers)
         bodiless = self.method == b"HEAD" or status in (204, 304)
         self.close_after = self.close_after or not self.client_keep_alive or not self.body_done
-        if not bodiless and not framing.chunked and framing.length is None:
+        extra = b""
+        if not bodiless and (framing.chunked or framing.length is None):
             if self.http10:
                 self.close_after = True  # close-delimited body
             else:
                 self.response_chunked = True
-                out.append((b"transfer-encoding", b"chunked"))
-        elif framing.chunked and not bodiless:
-            if self.http10:
-                self.close_after = True
-            else:
-                self.response_chunked = True
-                out.append((b"transfer-encoding", b"chunked"))
-        member = self.member
-        cookie = self.client.affinity_cookie
-        if cookie is not None and member is not None and self.client.request_cookie(cookie) != member.backend.id:
-            out.append((b"set-cookie", f"{cookie}={member.backend.id}; Path=/; HttpOnly; SameSite=Lax".encode()))
+                extra = b"transfer-encoding: chunked\r\n"
+        cookie = client.affinity_cookie
+        if cookie is not None and self.member is not None:
+            backend_id = self.member.backend.id
+            if client.request_cookie(cookie) != backend_id:
+                extra += f"set-cookie: {cookie}={backend_id}; Path=/; HttpOnly; SameSite=Lax\r\n".encode()
         if self.close_after:
-            out.append((b"connection", b"close"))
+            extra += b"connection: close\r\n"
         elif self.http10:
-            out.append((b"connection", b"keep-alive"))
-        self.client.write(head(b"HTTP/1.1 %d %s" % (status, reason), out))
-        self._keep_upstream = keep_alive
+            extra += b"connection: keep-alive\r\n"
+        client.write(status_line(status, reason) + lines + extra + b"\r\n")
+        self.keep_upstream = keep_alive
         if bodiless:
             self.on_response_complete()
-
-    _keep_upstream = False
 
     def on_response_body(self, data: bytes) -> None:
         if self.response_chunked:
@@ -313,18 +419,18 @@ class Exchange:
         if self.interim:
             self.interim = False
             return
-        if self.done is None or self.done.done():
+        if self.finished:
             return
         if self.response_chunked:
             self.client.write(b"0\r\n\r\n")
         conn, member = self.upstream, self.member
         self.upstream = None
         if conn is not None and member is not None:
-            if self._keep_upstream and self.body_done and not conn.tunnel:
+            if self.keep_upstream and self.body_done and not conn.tunnel:
                 member.pool.release(conn)
             else:
                 conn.close()
-        self.done.set_result(None)
+        self._completed()
 
     def on_read_begin(self) -> None:
         self.client.cork()
@@ -335,23 +441,25 @@ class Exchange:
     def on_tunnel_open(self, data: bytes) -> None:
         if data:
             self.client.write(data)
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
+        if not self.finished:
+            self.tunnel = True  # from now on bytes flow both ways untouched, until either side closes
+            self._completed()
 
     def on_tunnel_data(self, data: bytes) -> None:
         self.client.write(data)
 
     def on_upstream_lost(self, exc: Exception | None) -> None:
-        if self.done is None or self.done.done():
-            if self.upstream is not None and self.upstream.tunnel:
+        if self.finished:
+            if self.tunnel:
                 self.client.close()
             return
         if self.response_started:
             # Mid-response: the client cannot be told cleanly; cut it so it does not wait.
+            self.upstream = None
             self.client.abort()
-            self.done.set_result(None)
+            self._completed()
             return
-        self.done.set_exception(_UpstreamGone(str(exc) if exc else "connection closed"))
+        self._upstream_failed(str(exc) if exc else "connection closed")
 
     def on_upstream_writable(self, writable: bool) -> None:
         if writable:
@@ -379,14 +487,22 @@ class ClientConnection(asyncio.Protocol):
         self.trusted = False
         self.closed = False
         self.affinity_cookie = backends.strategy.affinity_cookie
+        self.connecting: asyncio.Task[Upstream] | None = None
+        self._info: RequestInfo | None = None
         self._cookies: dict[str, str] | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._framing_fields: list[tuple[bytes, bytes]] = []
+        self._host: bytes | None = None
+        self._good_host: bytes | None = None
         self._header_bytes = 0
         self._parsing: Exchange | None = None
         self._queue: deque[Exchange] = deque()
-        self._running: asyncio.Task[None] | None = None
+        self._active: Exchange | None = None  # the exchange talking to a backend now (the queue's first)
+        self._deadline = Deadline.NONE
+        self._deadline_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._upgrading: Exchange | None = None
         self._reading_paused = False
         self._corked: list[bytes] | None = None
@@ -406,17 +522,21 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(error_response(503, "too many connections"))
             self.close()
             return
-        self._arm(self.config.header_timeout, self._header_timeout)
+        self.set_deadline(Deadline.HEADER, self.config.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.backends.release_connection(self)
-        self._disarm()
-        if self._running is not None and not self._running.done():
-            self._running.cancel()
+        self._deadline = Deadline.NONE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         tunnel = self._upgrading
         if tunnel is not None and tunnel.upstream is not None:
             tunnel.upstream.close()
+        active, self._active = self._active, None
+        if active is not None:
+            active.abandon()
 
     def data_received(self, data: bytes) -> None:
         if self._upgrading is not None:
@@ -448,19 +568,23 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._reject(400, "malformed request")
         else:
-            if self._in_head and not self._head_began:
-                # httptools buffers a field line until it ends: bound the head by bytes as well as by lines.
-                self._head_bytes += len(data)
-                if self._head_bytes > self.config.max_url_bytes + self.config.max_header_bytes:
-                    self._reject(431, "request headers too large")
+            if self._in_head:
+                if self._active is None and self._deadline is not Deadline.HEADER:
+                    # A head has begun and not ended: it has header_timeout from now to arrive whole.
+                    self.set_deadline(Deadline.HEADER, self.config.header_timeout)
+                if not self._head_began:
+                    # httptools buffers a field line until it ends: bound the head by bytes as well as by lines.
+                    self._head_bytes += len(data)
+                    if self._head_bytes > self.config.max_url_bytes + self.config.max_header_bytes:
+                        self._reject(431, "request headers too large")
 
     def pause_writing(self) -> None:
-        exchange = self._current()
+        exchange = self._active
         if exchange is not None and exchange.upstream is not None:
             exchange.upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        exchange = self._current()
+        exchange = self._active
         if exchange is not None and exchange.upstream is not None:
             exchange.upstream.resume_reading()
 
@@ -469,12 +593,12 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._framing_fields = []
+        self._host = None
         self._header_bytes = 0
         self._cookies = None
         self._in_head = self._head_began = True
         self._head_bytes = 0
-        if self._timer is None or self._running is None:
-            self._arm(self.config.header_timeout, self._header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -483,37 +607,37 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.config.max_header_bytes or len(self._headers) >= self.config.max_headers:
+        headers = self._headers
+        if self._header_bytes > self.config.max_header_bytes or len(headers) >= self.config.max_headers:
             raise RequestError(431, "request headers too large")
-        check_header(name, value)
-        self._headers.append((name, value))
+        if TOKEN_RE.fullmatch(name) is None or CONTROL_RE.search(value) is not None:
+            check_header(name, value)  # raises, saying which
+        headers.append((name, value))
+        lowered = name.lower()
+        if lowered in FRAMING_FIELDS:
+            self._framing_fields.append((lowered, value))
+            if lowered == b"host":
+                self._host = value
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self.parser
         version = parser.get_http_version()
-        check_request_line(parser.get_method(), self._url, version)
-        framing = request_framing(self._headers, http10=version == "1.0")
-        if not any(n.lower() == b"host" for n, _ in self._headers) and version == "1.1":
-            raise RequestError(400, "missing Host header")
+        method = parser.get_method()
+        check_request_line(method, self._url, version)
+        http10 = version == "1.0"
+        framing = request_framing(self._framing_fields, http10=http10, known_host=self._good_host)
+        self._good_host = self._host  # a connection sends the same Host again and again: check it once
         upgrade = None
         if parser.should_upgrade():
             upgrade = next((v for n, v in self._headers if n.lower() == b"upgrade"), b"websocket")
         exchange = Exchange(
-            self,
-            parser.get_method(),
-            self._url,
-            self._headers,
-            framing,
-            parser.should_keep_alive(),
-            parser.get_http_version() == "1.0",
-            upgrade,
+            self, method, self._url, self._headers, framing, parser.should_keep_alive(), http10, upgrade
         )
         self._parsing = exchange
         self._queue.append(exchange)
-        if self._running is None:
-            self._disarm()
-            self._start_next()
+        if self._active is None:
+            self._start(exchange)
 
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
@@ -526,45 +650,86 @@ class ClientConnection(asyncio.Protocol):
 
     # -- sequencing -----------------------------------------------------------------------------
 
-    def _current(self) -> Exchange | None:
-        return self._queue[0] if self._queue else None
+    def _start(self, exchange: Exchange) -> None:
+        self._active = exchange
+        self._deadline = Deadline.NONE  # until the request is sent: connecting has its own timeout
+        exchange.start()
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        """Called by the exchange at its end: close, start the next pipelined one, or wait for one."""
+        if self._queue and self._queue[0] is exchange:
+            self._queue.popleft()
+        if self._active is exchange:
+            self._active = None
+        if self.closed:
+            return
+        if exchange.close_after:
+            self.close()
+        elif self._queue:
+            # Not from inside this callback: it may run within a parser's feed_data.
+            self.loop.call_soon(self._start_next)
+        elif self._refusal is not None:
+            self.write(self._refusal)
+            self.close()
+        else:
+            self.set_deadline(Deadline.KEEPALIVE, self.config.keepalive_timeout)
 
     def _start_next(self) -> None:
-        exchange = self._current()
-        if exchange is None:
-            self._running = None
-            if self._refusal is not None:
-                self.write(self._refusal)
-                self.close()
-                return
-            if not self.closed:
-                self._arm(self.config.keepalive_timeout, self.close)
+        if self.closed or self._active is not None:
             return
-        self._running = self.loop.create_task(self._serve(exchange))
-
-    async def _serve(self, exchange: Exchange) -> None:
-        try:
-            await exchange.run(self.backends, self.config)
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("proxy bug while serving a request")
-            exchange._fail(502, "internal error")
-        if exchange.status == 101 and exchange.upstream is not None and exchange.upstream.tunnel:
-            return  # from now on bytes flow both ways untouched, until either side closes
-        self._queue.popleft()
-        if exchange.close_after or self.closed:
+        if self._queue:
+            self._start(self._queue[0])
+        elif self._refusal is not None:
+            self.write(self._refusal)
             self.close()
+        else:
+            self.set_deadline(Deadline.KEEPALIVE, self.config.keepalive_timeout)
+
+    # -- the one timer --------------------------------------------------------------------------
+
+    def set_deadline(self, kind: Deadline, delay: float) -> None:
+        """Wait ``delay`` seconds for ``kind``; replaces the previous deadline.
+
+        The timer is only re-armed when the new deadline is earlier than the armed one; a later
+        deadline is picked up when the timer fires (see :meth:`_on_timer`).
+        """
+        at = self.loop.time() + delay
+        self._deadline, self._deadline_at = kind, at
+        if self._timer is None or at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        kind = self._deadline
+        if kind is Deadline.NONE or self.closed:
             return
-        self._start_next()
+        if self.loop.time() < self._deadline_at:
+            self._timer_at = self._deadline_at
+            self._timer = self.loop.call_at(self._deadline_at, self._on_timer)
+            return
+        self._deadline = Deadline.NONE
+        if kind is Deadline.HEADER:
+            if self._active is None:
+                self._reject(408, "request header timeout")
+        elif kind is Deadline.KEEPALIVE:
+            self.close()
+        elif self._active is not None:
+            self._active.response_timed_out()
 
     # -- helpers used by exchanges --------------------------------------------------------------
 
-    def request_info(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> RequestInfo:
+    def request_info(self, exchange: Exchange) -> RequestInfo:
         if self.backends.strategy.name not in _READS_REQUEST:
-            return RequestInfo(client_ip=self.client_ip, path="", headers=_NOTHING, cookies=_NOTHING)
+            info = self._info
+            if info is None:
+                info = self._info = RequestInfo(client_ip=self.client_ip, path="", headers=_NOTHING, cookies=_NOTHING)
+            return info
+        headers = exchange.headers
         lowered = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in headers}
-        path = target.split(b"?", 1)[0].decode("latin-1")
+        path = exchange.target.split(b"?", 1)[0].decode("latin-1")
         return RequestInfo(client_ip=self.client_ip, path=path, headers=lowered, cookies=self._parse_cookies(headers))
 
     def _parse_cookies(self, headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -579,7 +744,7 @@ class ClientConnection(asyncio.Protocol):
         return self._cookies
 
     def request_cookie(self, name: str) -> str | None:
-        exchange = self._current()
+        exchange = self._active
         if exchange is None:
             return None
         return self._parse_cookies(exchange.headers).get(name)
@@ -612,6 +777,8 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            if self._corked:
+                self.uncork()  # what was written before the close still leaves
             self.closed = True
             self.transport.close()
 
@@ -623,7 +790,8 @@ class ClientConnection(asyncio.Protocol):
     def _reject(self, status: int, reason: str) -> None:
         if self.closed or self._refusal is not None:
             return
-        if self._running is None or self._current() is None or self._current() is self._parsing:
+        ahead = self._queue[0] if self._queue else None
+        if ahead is None or ahead is self._parsing:
             self.write(error_response(status, reason))
             self.close()
             return
@@ -634,17 +802,3 @@ class ClientConnection(asyncio.Protocol):
         self._parsing = None
         self._refusal = error_response(status, reason)
         self.pause_reading()
-
-    def _header_timeout(self) -> None:
-        self._timer = None
-        if self._running is None:
-            self._reject(408, "request header timeout")
-
-    def _arm(self, delay: float, callback: object) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None

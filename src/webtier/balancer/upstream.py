@@ -43,6 +43,7 @@ class Upstream(asyncio.Protocol):
         "_headers",
         "_parser",
         "_reason",
+        "_stale",
         "alive",
         "idle_since",
         "listener",
@@ -59,16 +60,21 @@ class Upstream(asyncio.Protocol):
         self.tunnel = False
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
+        self._stale = True  # the parser needs replacing before the next response
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
 
     # -- used by the exchange -------------------------------------------------------------------
 
-    def begin(self, listener: UpstreamListener) -> None:
+    def begin(self, listener: UpstreamListener, *, head: bool = False) -> None:
+        """Serve one exchange. A parser is reused across responses, except after a HEAD request:
+        llhttp cannot be told that response has no body, so the exchange ends it by itself."""
         self.listener = listener
-        self._parser = httptools.HttpResponseParser(self)
-        self._headers = []
-        self._reason = b""
+        if self._stale:
+            self._parser = httptools.HttpResponseParser(self)
+            self._headers = []
+            self._reason = b""
+        self._stale = head
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.alive:
@@ -181,14 +187,21 @@ class UpstreamPool:
     def open_connections(self) -> int:
         return len(self._all)
 
-    async def acquire(self, *, fresh: bool = False) -> tuple[Upstream, bool]:
-        """A connection, and whether it was reused from the pool."""
+    def take(self) -> Upstream | None:
+        """An idle connection that is still fresh, or None."""
+        idle = self._idle
+        if not idle:
+            return None
         now = time.monotonic()
-        while self._idle and not fresh:
-            conn = self._idle.pop()
+        while idle:
+            conn = idle.pop()
             if conn.alive and now - conn.idle_since < self.idle_timeout:
-                return conn, True
+                return conn
             conn.close()
+        return None
+
+    async def connect(self) -> Upstream:
+        """A new connection (raises ConnectFailed)."""
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
@@ -197,7 +210,7 @@ class UpstreamPool:
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"{self.host}:{self.port}: {exc or type(exc).__name__}") from exc
         self._all.add(conn)
-        return conn, False
+        return conn
 
     def release(self, conn: Upstream) -> None:
         conn.listener = None
