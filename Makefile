@@ -3,15 +3,29 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The balancer's hot path, compiled with mypyc into extension modules beside the sources (setup.py
+# lists them); rebuilt whenever a balancer source changes. proxy's stands for all of them.
+EXT      = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+COMPILED = src/webtier/balancer/proxy$(EXT)
 
-.PHONY: up test lint typecheck pytest bootstrap system-deps bench clean
+.PHONY: up test lint typecheck pytest bootstrap system-deps compile bench clean
 
-up: $(STAMP)
+up: $(STAMP) compile
 	$(BIN)/webtier up
 
 test: bootstrap lint typecheck pytest
 
-bootstrap: system-deps $(STAMP)
+bootstrap: system-deps $(STAMP) compile
+
+compile: $(STAMP)
+	@$(MAKE) --no-print-directory $(COMPILED)
+
+$(COMPILED): setup.py $(wildcard src/webtier/balancer/*.py)
+	@echo "compiling the balancer's hot path with mypyc"
+	@WEBTIER_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace >$(VENV)/compile.log 2>&1 || { \
+		cat $(VENV)/compile.log; \
+		echo "error: compiling with mypyc failed: it needs a C compiler (gcc) and Python's headers"; exit 1; }
+	@touch $(COMPILED)
 
 system-deps:
 	@scripts/system-deps.sh
@@ -23,7 +37,7 @@ $(STAMP): pyproject.toml
 		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
 		else echo "error: '$(PYTHON) -m venv' failed: install the python3-venv package"; exit 1; fi; }
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=69"
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
@@ -34,10 +48,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) compile
 	$(BIN)/pytest
 
-bench: bootstrap
+bench: bootstrap compile
 	@scripts/system-deps.sh wrk haproxy nginx
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/sessions.py
@@ -45,4 +59,5 @@ bench: bootstrap
 	$(BIN)/python bench/autoscale.py
 
 clean:
-	rm -rf $(VENV) .webtier .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .webtier .pytest_cache .mypy_cache .ruff_cache build
+	rm -f src/*.so src/webtier/balancer/*.so

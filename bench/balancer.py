@@ -57,6 +57,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from webtier.balancer.compiled import compiled_modules
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -823,6 +825,7 @@ def versions() -> dict[str, str]:
             lines = (done.stdout or done.stderr).strip().splitlines()
             out[name] = lines[0] if lines else "?"
     out["wrk"] = wrk_version()
+    out["webtier hot path"] = "compiled with mypyc" if all(compiled_modules().values()) else "plain Python"
     return out
 
 

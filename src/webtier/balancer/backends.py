@@ -16,6 +16,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
+from webtier.balancer.compiled import compiled_modules
 from webtier.balancer.config import BackendAddress, BalancerConfig
 from webtier.balancer.health import BackendHealth, Event, HealthConfig, State
 from webtier.balancer.metrics import BackendStats, BalancerMetrics
@@ -190,6 +191,7 @@ class BackendSet:
         now = self.clock()
         return {
             "strategy": self.strategy.name,
+            "hot_path": "compiled" if all(compiled_modules().values()) else "python",
             "connections": len(self.connections),
             "totals": dict(self.totals),
             "responses": {"total": self.metrics.window.requests, **self.metrics.window.by_class},

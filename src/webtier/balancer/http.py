@@ -372,7 +372,7 @@ def response_lines(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, Frami
             chunked = chunked or b"chunked" in value.lower()
         elif lowered == b"connection" and not _names_nothing(value):
             fields = rewrite_response_headers(headers)
-            return b"".join(n + b": " + v + b"\r\n" for n, v in fields), response_framing(headers)
+            return b"".join([n + b": " + v + b"\r\n" for n, v in fields]), response_framing(headers)
     return b"".join(parts), Framing(chunked=True) if chunked else Framing(length=length)
 
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from webtier.balancer.admin import admin_app
 from webtier.balancer.backends import BackendSet
 from webtier.balancer.checks import run_checks
+from webtier.balancer.compiled import compiled_modules
 from webtier.balancer.config import BalancerConfig
 from webtier.balancer.health import HealthConfig
 from webtier.balancer.proxy import ClientConnection
@@ -138,7 +139,9 @@ async def _serve_admin(server: _AdminServer, sock: socket.socket) -> None:
 async def serve(config: BalancerConfig) -> None:
     balancer = Balancer(config)
     await balancer.start()
+    form = "compiled with mypyc" if all(compiled_modules().values()) else "plain Python; `make` compiles it"
     print(f"webtier balance: listening on http://{config.listen_host}:{balancer.port}/", flush=True)
+    print(f"                 hot path {form}", flush=True)
     if config.admin_port is not None:
         print(f"                 admin http://{config.admin_host}:{config.admin_port}/status", flush=True)
     stop = asyncio.Event()
