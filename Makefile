@@ -4,9 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The balancer's hot path, compiled with mypyc into extension modules beside the sources (setup.py
-# lists them); rebuilt whenever a balancer source changes. proxy's stands for all of them.
+# lists them); rebuilt whenever a balancer source changes. The shared library stands for all of them.
 EXT      = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-COMPILED = src/webtier/balancer/proxy$(EXT)
+COMPILED = src/webtier_native__mypyc$(EXT)
 
 .PHONY: up test lint typecheck pytest bootstrap system-deps compile bench clean
 
@@ -25,7 +25,7 @@ $(COMPILED): setup.py $(wildcard src/webtier/balancer/*.py)
 	@WEBTIER_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace >$(VENV)/compile.log 2>&1 || { \
 		cat $(VENV)/compile.log; \
 		echo "error: compiling with mypyc failed: it needs a C compiler (gcc) and Python's headers"; exit 1; }
-	@touch $(COMPILED)
+	@touch src/*$(EXT) src/webtier/balancer/*$(EXT)  # setuptools leaves unchanged module stubs untouched
 
 system-deps:
 	@scripts/system-deps.sh

@@ -11,10 +11,13 @@ from setuptools import setup
 
 # The modules a proxied request runs through; each must keep to what mypyc compiles.
 HOT_PATH = [
+    "src/webtier/balancer/backends.py",
+    "src/webtier/balancer/health.py",
     "src/webtier/balancer/http.py",
     "src/webtier/balancer/metrics.py",
     "src/webtier/balancer/proxy.py",
     "src/webtier/balancer/retry.py",
+    "src/webtier/balancer/strategies.py",
     "src/webtier/balancer/upstream.py",
 ]
 

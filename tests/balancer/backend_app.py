@@ -57,6 +57,14 @@ async def status(request: Request) -> Response:
     return Response(status_code=int(request.path_params["code"]), headers={"x-backend": BACKEND_ID})
 
 
+async def hop(request: Request) -> PlainTextResponse:
+    """A response carrying hop-by-hop fields (``?named=1``: and one its Connection header names)."""
+    fields = {"keep-alive": "timeout=5", "trailer": "x-never", "x-kept": "1"}
+    if request.query_params.get("named"):
+        fields |= {"x-named": "secret", "connection": "x-named"}
+    return PlainTextResponse("hop", headers=fields)
+
+
 async def ws(websocket: WebSocket) -> None:
     await websocket.accept()
     async for message in websocket.iter_text():
@@ -72,6 +80,7 @@ app = Starlette(
         Route("/stream", stream),
         Route("/slow", slow),
         Route("/status/{code:int}", status),
+        Route("/hop", hop),
         WebSocketRoute("/ws", ws),
     ]
 )

@@ -78,6 +78,19 @@ async def test_forwarding_headers(backends: list[BackendProcess]) -> None:
         assert dict(r.json()["headers"])["x-request-id"] == "abc-123"
 
 
+async def test_hop_by_hop_response_fields_stay_behind(backends: list[BackendProcess]) -> None:
+    async with running_balancer([backends[0].address]) as lb, client(lb.port) as c:
+        # As received (the first on a new backend connection, then on a reused one), then rebuilt.
+        for path in ("/hop", "/hop", "/hop?named=1", "/hop?named=1"):
+            r = await c.get(path)
+            assert r.text == "hop"
+            assert r.headers["x-kept"] == "1"
+            assert r.headers["content-length"] == "3"
+            for name in ("keep-alive", "trailer", "x-named"):
+                assert name not in r.headers, name
+            assert r.headers.get("connection", "keep-alive") == "keep-alive"  # the client's connection stays open
+
+
 async def test_trusted_proxy_extends_forwarded_for(backends: list[BackendProcess]) -> None:
     async with (
         running_balancer([backends[0].address], trusted_proxies=["127.0.0.0/8"]) as lb,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["HOT_MODULES", "StaleBuildWarning", "compiled_modules", "stale_builds", "warn_if_stale"]
 
-HOT_MODULES = ("http", "metrics", "proxy", "retry", "upstream")
+HOT_MODULES = ("backends", "health", "http", "metrics", "proxy", "retry", "strategies", "upstream")
 _HERE = Path(__file__).parent
 
 

@@ -26,8 +26,8 @@ __all__ = [
     "error_response",
     "request_framing",
     "request_head",
+    "response_fields",
     "response_framing",
-    "response_lines",
     "rewrite_request_headers",
     "rewrite_response_headers",
     "status_line",
@@ -209,13 +209,13 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
-_ID_PREFIX = os.urandom(6).hex()
+_ID_PREFIX = os.urandom(6).hex().encode()
 _ID_COUNTER = itertools.count(1)
 
 
 def new_request_id() -> bytes:
     """Unique, not secret: a random per-process prefix and a counter (no system call per request)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}".encode()
+    return _ID_PREFIX + b"%012x" % (next(_ID_COUNTER) & 0xFFFFFFFFFFFF)
 
 
 def rewrite_request_headers(
@@ -351,29 +351,35 @@ def _names_nothing(connection: bytes) -> bool:
     return lowered in _NAMED_BY_CONNECTION or _connection_tokens([(b"connection", lowered)]) <= _NAMED_BY_CONNECTION
 
 
-def response_lines(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, Framing]:
-    """The response fields to pass on, serialised (each line ends in CRLF), and the body framing.
+# The lengths of the field names response_fields must look at: other names are not even lowered.
+_RESPONSE_SIZES = frozenset(len(name) for name in (*HOP_BY_HOP, b"content-length"))
 
-    Same result as :func:`rewrite_response_headers` and :func:`response_framing`, in one pass.
+
+def response_fields(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bool, int | None]:
+    """The response fields to pass on, serialised (each line ends in CRLF); whether the body is chunked; its length.
+
+    The fields are those of :func:`rewrite_response_headers`, in one pass.
     """
     parts: list[bytes] = []
     chunked = False
     length: int | None = None
     for name, value in headers:
-        lowered = name.lower()
-        if lowered not in _RESPONSE_SPECIAL:
-            parts += (name, b": ", value, b"\r\n")
-        elif lowered == b"content-length":
-            stripped = value.strip()
-            if stripped.isdigit():
-                length = int(stripped)
-            parts += (name, b": ", value, b"\r\n")
-        elif lowered == b"transfer-encoding":
-            chunked = chunked or b"chunked" in value.lower()
-        elif lowered == b"connection" and not _names_nothing(value):
-            fields = rewrite_response_headers(headers)
-            return b"".join([n + b": " + v + b"\r\n" for n, v in fields]), response_framing(headers)
-    return b"".join(parts), Framing(chunked=True) if chunked else Framing(length=length)
+        if len(name) in _RESPONSE_SIZES:
+            lowered = name.lower()
+            if lowered in HOP_BY_HOP:
+                if lowered == b"transfer-encoding":
+                    chunked = chunked or b"chunked" in value.lower()
+                elif lowered == b"connection" and not _names_nothing(value):
+                    fields = rewrite_response_headers(headers)  # it names fields to drop: the general path
+                    framing = response_framing(headers)
+                    return b"".join([n + b": " + v + b"\r\n" for n, v in fields]), framing.chunked, framing.length
+                continue
+            if lowered == b"content-length":
+                stripped = value.strip()
+                if stripped.isdigit():
+                    length = int(stripped)
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts), chunked, None if chunked else length
 
 
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}

@@ -38,7 +38,7 @@ from webtier.balancer.http import (
     head,
     request_framing,
     request_head,
-    response_lines,
+    response_fields,
     rewrite_response_headers,
     status_line,
 )
@@ -381,13 +381,13 @@ class Exchange:
             out = rewrite_response_headers(headers, keep_upgrade=True)
             client.write(head(b"HTTP/1.1 101 " + reason, out))
             return
-        lines, framing = response_lines(headers)
+        lines, chunked, length = response_fields(headers)
         if self.upgrade is not None:
             self.close_after = True  # the client may already be sending tunnel bytes: start afresh
-        bodiless = self.method == b"HEAD" or status in (204, 304)
+        bodiless = self.method == b"HEAD" or status == 204 or status == 304
         self.close_after = self.close_after or not self.client_keep_alive or not self.body_done
         extra = b""
-        if not bodiless and (framing.chunked or framing.length is None):
+        if not bodiless and (chunked or length is None):
             if self.http10:
                 self.close_after = True  # close-delimited body
             else:

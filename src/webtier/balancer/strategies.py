@@ -91,8 +91,10 @@ class Strategy(Protocol):
     ``Set-Cookie: <affinity_cookie>=<backend.id>`` whenever the request's cookie differs.
     """
 
-    name: str
-    affinity_cookie: str | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def affinity_cookie(self) -> str | None: ...
 
     def choose(self, candidates: Sequence[Backend], request: RequestInfo) -> Backend | None:
         """One of ``candidates``; ``None`` only when there are none."""
@@ -108,7 +110,7 @@ def _hash(text: str) -> int:
 
 class _Base:
     __slots__ = ()
-    name: str = ""
+    name: ClassVar[str] = ""
     affinity_cookie: str | None = None
     # Which of make_strategy's shared keywords (rng, key) the constructor takes.
     shared_options: ClassVar[tuple[str, ...]] = ()
