@@ -13,8 +13,10 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
+    "CONTROL_RE",
     "FRAMING_FIELDS",
     "HOP_BY_HOP",
     "NO_BODY",
@@ -35,7 +37,7 @@ __all__ = [
 
 Headers = list[tuple[bytes, bytes]]
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -48,10 +50,10 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+_FORWARDED: Final = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # RFC 3986 reg-name (unreserved / pct-encoded / sub-delims), the host part of a Host header.
-_REQUEST_ID_CHARS = frozenset(b"0123456789abcdefABCDEF-_.:abcdefghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ")
+_REQUEST_ID_CHARS: Final = frozenset(b"0123456789abcdefABCDEF-_.:abcdefghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ")
 
 _REASONS = {
     400: b"Bad Request",
@@ -88,8 +90,8 @@ class Framing:
         return self.chunked or bool(self.length)
 
 
-TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB
+TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+CONTROL_RE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB
 
 
 def _is_token(value: bytes) -> bool:
@@ -98,7 +100,7 @@ def _is_token(value: bytes) -> bool:
 
 # RFC 3986 host [":" port]: an IP-literal (checked loosely: it only has to be unambiguous) or a
 # reg-name of unreserved / sub-delims characters and %XX escapes; the port may be empty.
-_HOST_RE = re.compile(
+_HOST_RE: Final = re.compile(
     rb"(?:\[[A-Za-z0-9\-._~%!$&'()*+,;=:]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
 )
 
@@ -120,8 +122,8 @@ def check_header(name: bytes, value: bytes) -> None:
 
 
 # The fields request_framing looks at; the proxy hands it only these, with lower-case names.
-FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding"})
-NO_BODY = Framing()
+FRAMING_FIELDS: Final = frozenset({b"host", b"content-length", b"transfer-encoding"})
+NO_BODY: Final = Framing()
 
 
 def check_request_line(method: bytes, target: bytes, version: str) -> None:
@@ -209,8 +211,8 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
-_ID_PREFIX = os.urandom(6).hex().encode()
-_ID_COUNTER = itertools.count(1)
+_ID_PREFIX: Final = os.urandom(6).hex().encode()
+_ID_COUNTER: Final = itertools.count(1)
 
 
 def new_request_id() -> bytes:
@@ -281,7 +283,7 @@ def rewrite_response_headers(headers: Sequence[tuple[bytes, bytes]], *, keep_upg
 
 
 # Request fields the single pass of request_head treats specially; every other field is copied as is.
-_REQUEST_SPECIAL = HOP_BY_HOP | _FORWARDED | {b"content-length", b"x-request-id", b"host"}
+_REQUEST_SPECIAL: Final = HOP_BY_HOP | _FORWARDED | {b"content-length", b"x-request-id", b"host"}
 
 
 def request_head(
@@ -341,8 +343,8 @@ def request_head(
 
 
 # Connection tokens that name nothing the single passes would copy: they need no second look.
-_NAMED_BY_CONNECTION = HOP_BY_HOP | {b"close", b""}
-_RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
+_NAMED_BY_CONNECTION: Final = HOP_BY_HOP | {b"close", b""}
+_RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
 
 
 def _names_nothing(connection: bytes) -> bool:
@@ -352,7 +354,7 @@ def _names_nothing(connection: bytes) -> bool:
 
 
 # The lengths of the field names response_fields must look at: other names are not even lowered.
-_RESPONSE_SIZES = frozenset(len(name) for name in (*HOP_BY_HOP, b"content-length"))
+_RESPONSE_SIZES: Final = frozenset(len(name) for name in (*HOP_BY_HOP, b"content-length"))
 
 
 def response_fields(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bool, int | None]:
@@ -382,7 +384,7 @@ def response_fields(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bool
     return b"".join(parts), chunked, None if chunked else length
 
 
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+_STATUS_LINES: Final[dict[tuple[int, bytes], bytes]] = {}
 
 
 def status_line(status: int, reason: bytes) -> bytes:

@@ -11,7 +11,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -26,7 +26,7 @@ __all__ = ["BackendStats", "BalancerMetrics", "RecentWindow"]
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BUCKET_LABELS = (*[f"{b:g}" for b in _BUCKETS], "+Inf")
-_CLASSES = tuple(f"{n}xx" for n in range(10))
+_CLASSES: Final = tuple(f"{n}xx" for n in range(10))
 
 
 class BackendStats:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from enum import Enum
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -51,16 +51,16 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientConnection", "Exchange"]
 
-log = logging.getLogger("webtier.balancer")
-access_log = logging.getLogger("webtier.access.balancer")
+log: Final = logging.getLogger("webtier.balancer")
+access_log: Final = logging.getLogger("webtier.access.balancer")
 
 # Only these strategies look at headers, cookies or the path; the others get a bare RequestInfo.
-_READS_REQUEST = frozenset({"consistent_hash", "sticky"})
-_NOTHING: dict[str, str] = {}
-_NOT_TRIED: frozenset[str] = frozenset()
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
-_REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are kept to retry on another backend
-_QUEUE_HIGH = 256 * 1024  # pause reading the client while this much body waits for a backend
+_READS_REQUEST: Final = frozenset({"consistent_hash", "sticky"})
+_NOTHING: Final[dict[str, str]] = {}
+_NOT_TRIED: Final[frozenset[str]] = frozenset()
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+_REPLAY_LIMIT: Final = 64 * 1024  # request bodies up to this size are kept to retry on another backend
+_QUEUE_HIGH: Final = 256 * 1024  # pause reading the client while this much body waits for a backend
 
 
 class Deadline(Enum):
@@ -326,22 +326,23 @@ class Exchange:
     def _completed(self) -> None:
         """The backend answered (or the tunnel opened): account for it, then finish."""
         member = self._release_member()
+        now = time.monotonic()
         if member is not None:
-            latency = time.monotonic() - self.started
+            latency = now - self.started
             # A 503 is a live worker declining (overloaded, or its session store is down): no reason to eject it.
             status = self.status
             self.client.backends.report(member, ok=status < 500 or status == 503, latency=latency)
             member.stats.observe(status, latency)
-        self._finish()
+        self._finish(now)
 
-    def _finish(self) -> None:
+    def _finish(self, now: float = 0.0) -> None:
         if self.finished:
             return
         self.finished = True
-        now = time.monotonic()
+        now = now or time.monotonic()
         client = self.client
         client.backends.metrics.window.record(self.status or 499, now - self.started, now)
-        if access_log.isEnabledFor(logging.INFO):
+        if client.log_access:
             self._log_access(now - self.started)
         if not self.tunnel:
             client.exchange_finished(self)
@@ -487,6 +488,7 @@ class ClientConnection(asyncio.Protocol):
         self.trusted = False
         self.closed = False
         self.affinity_cookie = backends.strategy.affinity_cookie
+        self.log_access = access_log.isEnabledFor(logging.INFO)  # asked once per connection, not per request
         self.connecting: asyncio.Task[Upstream] | None = None
         self._info: RequestInfo | None = None
         self._cookies: dict[str, str] | None = None
