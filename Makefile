@@ -18,6 +18,7 @@ test: bootstrap lint typecheck pytest
 bootstrap: system-deps $(STAMP) compile
 
 compile: $(STAMP)
+	@PYTHON=$(PYTHON) scripts/system-deps.sh --build
 	@$(MAKE) --no-print-directory $(COMPILED)
 
 $(COMPILED): setup.py $(wildcard src/webtier/balancer/*.py)
@@ -28,7 +29,7 @@ $(COMPILED): setup.py $(wildcard src/webtier/balancer/*.py)
 	@touch src/*$(EXT) src/webtier/balancer/*$(EXT)  # setuptools leaves unchanged module stubs untouched
 
 system-deps:
-	@scripts/system-deps.sh
+	@PYTHON=$(PYTHON) scripts/system-deps.sh
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

@@ -64,7 +64,9 @@ BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 HOST = "127.0.0.1"
 
-BALANCERS = ("webtier", "haproxy", "nginx")
+BALANCERS = ("webtier", "haproxy", "haproxy-headers", "nginx")
+#: haproxy-headers: HAProxy also adding the request headers webtier adds (X-Forwarded-Proto/-Host,
+#: X-Request-ID), so both send the backends the same work. Ratios stay against plain "haproxy".
 BACKEND_KINDS = ("uvicorn", "nginx")
 DIRECT = "direct"  # the baseline row: wrk straight at one backend
 #: webtier/HAProxy req/s the issue asks for, per backend set.
@@ -168,7 +170,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
 def require_binaries(options: Options) -> None:
     """Exit with the Debian packages to install if a program this run needs is missing."""
     needed = ["wrk"]
-    if "haproxy" in options.only:
+    if any(name.startswith("haproxy") for name in options.only):
         needed.append("haproxy")
     if "nginx" in options.only or "nginx" in options.backends:
         needed.append("nginx")
@@ -384,9 +386,18 @@ def nginx_balancer_conf(workdir: Path, port: int, backends: Sequence[int]) -> st
     )
 
 
-def haproxy_conf(port: int, backends: Sequence[int]) -> str:
+def haproxy_conf(port: int, backends: Sequence[int], *, webtier_headers: bool = False) -> str:
     servers = "\n".join(
         f"    server b{i} {HOST}:{p} check inter 2s rise 2 fall 3" for i, p in enumerate(backends, start=1)
+    )
+    extra = (
+        """    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    unique-id-format %{+X}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid
+    unique-id-header X-Request-ID
+"""
+        if webtier_headers
+        else ""
     )
     return f"""global
     nbthread 1
@@ -406,7 +417,7 @@ defaults
 
 frontend fe
     bind {HOST}:{port}
-    default_backend be
+{extra}    default_backend be
 
 backend be
     balance roundrobin
@@ -479,9 +490,9 @@ def start_balancer(
     label = f"{name}-for-{kind}"
     if name == "webtier":
         return start_webtier(stack, label, tmp, port, backend_ports, options)
-    if name == "haproxy":
+    if name.startswith("haproxy"):
         conf = tmp / f"{label}.cfg"
-        conf.write_text(haproxy_conf(port, backend_ports))
+        conf.write_text(haproxy_conf(port, backend_ports, webtier_headers=name == "haproxy-headers"))
         return Target(name, port, start(stack, label, [binary("haproxy"), "-db", "-f", str(conf)], tmp))
     workdir = tmp / label
     return Target(
