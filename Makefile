@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The balancer's hot path, compiled with mypyc into extension modules beside the sources (setup.py
 # lists them); rebuilt whenever a balancer source changes. The shared library stands for all of them.
-EXT      = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+EXT     := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 COMPILED = src/webtier_native__mypyc$(EXT)
 
 .PHONY: up test lint typecheck pytest bootstrap system-deps compile bench clean
