@@ -290,3 +290,51 @@ async def test_a_field_line_that_never_ends_is_refused_while_it_streams_in(backe
         data, closed_at = await c.until_closed(1.5 + MARGIN)
     assert status_of(data) == 431
     assert closed_at - start < 1.0
+
+
+async def test_a_connection_opened_for_a_client_who_left_is_kept_for_the_next_request() -> None:
+    """The exchange is gone when its backend connection arrives: the connection goes to the pool, not astray."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    accepted: list[socket.socket] = []
+    try:
+        for _ in range(8):  # fill the accept queue: the balancer's connect now waits for a free slot
+            probe = socket.socket()
+            probe.settimeout(0.2)
+            try:
+                probe.connect(("127.0.0.1", port))
+            except TimeoutError:
+                probe.close()
+                break
+            fillers.append(probe)
+        slow = BackendAddress("slow", "127.0.0.1", port)
+        async with running_balancer([slow], connect_timeout=8.0) as lb:
+            member = lb.backends.members["slow"]
+            pool = member.pool
+            async with connect(lb.port) as c:
+                await c.send(GET)
+                deadline = asyncio.get_running_loop().time() + 2.0
+                while member.backend.inflight == 0:  # until the request waits for its connection
+                    assert asyncio.get_running_loop().time() < deadline, "the request never reached the backend"
+                    await asyncio.sleep(0.01)
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while member.backend.inflight:  # the client left: the request no longer counts as in flight
+                assert asyncio.get_running_loop().time() < deadline, "the abandoned request still counts"
+                await asyncio.sleep(0.01)
+            assert pool.open_connections == 0  # still connecting
+            # Now keep the queue free (health checks connect too) so the connect, retrying its SYN, completes.
+            listener.setblocking(False)
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while pool.open_connections < 1:
+                assert asyncio.get_running_loop().time() < deadline, "the connection never completed"
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        accepted.append(listener.accept()[0])  # kept open: one of them is the pool's
+                await asyncio.sleep(0.05)
+            assert pool.take() is not None, "the new connection was not kept for the next request"
+    finally:
+        for s in [*fillers, *accepted, listener]:
+            s.close()
