@@ -157,6 +157,12 @@ async def test_sigkill_of_one_backend_under_load_fails_no_request(backends: list
                         killed.set()
 
         await asyncio.wait_for(asyncio.gather(*(user(n) for n in range(30))), 60)
+        # Every request ended exactly once, and nothing is left counted in flight or open.
+        deadline = asyncio.get_running_loop().time() + 5
+        while lb.backends.connections or any(m.backend.inflight for m in lb.backends.members.values()):
+            assert asyncio.get_running_loop().time() < deadline, "requests or connections were left behind"
+            await asyncio.sleep(0.01)
+        assert lb.backends.metrics.window.requests == 900
     assert killed.is_set()
     assert done == 900
     assert failures == []
