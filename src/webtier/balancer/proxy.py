@@ -166,7 +166,7 @@ class Exchange:
             if self.replay_bytes + len(data) <= _REPLAY_LIMIT:
                 self.replay.append(data)
                 self.replay_bytes += len(data)
-            elif self.request_sent or self.pending_bytes:
+            else:  # too big to keep: a retry once it is sent would resend only part of it
                 self.replay = None
         if self.upstream is not None and self.request_sent:
             self._send_body(data)
@@ -250,6 +250,8 @@ class Exchange:
             upgrade=self.upgrade,
         )
         conn.write(data)
+        if client.writing_paused:  # the client is still not reading what came before
+            conn.pause_reading()
         self.request_sent = True
         if self.pending:
             while self.pending:
@@ -304,6 +306,8 @@ class Exchange:
         self.body_sent_bytes = 0
 
     def response_timed_out(self) -> None:
+        if self.finished:
+            return
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.close()
@@ -427,7 +431,9 @@ class Exchange:
         conn, member = self.upstream, self.member
         self.upstream = None
         if conn is not None and member is not None:
-            if self.keep_upstream and self.body_done and not conn.tunnel:
+            # After a declined upgrade the client's next bytes may already have gone down this
+            # connection as tunnel data: it is not reused.
+            if self.keep_upstream and self.body_done and not conn.tunnel and self.upgrade is None:
                 member.pool.release(conn)
             else:
                 conn.close()
@@ -444,6 +450,7 @@ class Exchange:
             self.client.write(data)
         if not self.finished:
             self.tunnel = True  # from now on bytes flow both ways untouched, until either side closes
+            self.client.clear_deadline()  # a tunnel has no response to wait for
             self._completed()
 
     def on_tunnel_data(self, data: bytes) -> None:
@@ -507,6 +514,7 @@ class ClientConnection(asyncio.Protocol):
         self._timer_at = 0.0
         self._upgrading: Exchange | None = None
         self._reading_paused = False
+        self.writing_paused = False  # the client's send buffer is full: backends' reads wait
         self._corked: list[bytes] | None = None
         self._refusal: bytes | None = None  # an error owed after the pipelined requests before it are answered
         self._in_head = False
@@ -581,11 +589,13 @@ class ClientConnection(asyncio.Protocol):
                         self._reject(431, "request headers too large")
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         exchange = self._active
         if exchange is not None and exchange.upstream is not None:
             exchange.upstream.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         exchange = self._active
         if exchange is not None and exchange.upstream is not None:
             exchange.upstream.resume_reading()
@@ -633,12 +643,14 @@ class ClientConnection(asyncio.Protocol):
         upgrade = None
         if parser.should_upgrade():
             upgrade = next((v for n, v in self._headers if n.lower() == b"upgrade"), b"websocket")
+        if self.closed:
+            return  # the connection was closed (a refusal, or the request before failed): nothing more runs
         exchange = Exchange(
             self, method, self._url, self._headers, framing, parser.should_keep_alive(), http10, upgrade
         )
         self._parsing = exchange
         self._queue.append(exchange)
-        if self._active is None:
+        if self._active is None and self._queue[0] is exchange:  # else it waits for those before it
             self._start(exchange)
 
     def on_body(self, body: bytes) -> None:
@@ -653,6 +665,8 @@ class ClientConnection(asyncio.Protocol):
     # -- sequencing -----------------------------------------------------------------------------
 
     def _start(self, exchange: Exchange) -> None:
+        if exchange.finished:
+            return
         self._active = exchange
         self._deadline = Deadline.NONE  # until the request is sent: connecting has its own timeout
         exchange.start()
@@ -661,6 +675,8 @@ class ClientConnection(asyncio.Protocol):
         """Called by the exchange at its end: close, start the next pipelined one, or wait for one."""
         if self._queue and self._queue[0] is exchange:
             self._queue.popleft()
+        elif exchange in self._queue:
+            self._queue.remove(exchange)
         if self._active is exchange:
             self._active = None
         if self.closed:
@@ -703,6 +719,9 @@ class ClientConnection(asyncio.Protocol):
             self._timer_at = at
             self._timer = self.loop.call_at(at, self._on_timer)
 
+    def clear_deadline(self) -> None:
+        self._deadline = Deadline.NONE
+
     def _on_timer(self) -> None:
         self._timer = None
         kind = self._deadline
@@ -718,7 +737,7 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(408, "request header timeout")
         elif kind is Deadline.KEEPALIVE:
             self.close()
-        elif self._active is not None:
+        elif self._active is not None and not self._active.finished:
             self._active.response_timed_out()
 
     # -- helpers used by exchanges --------------------------------------------------------------

@@ -42,6 +42,7 @@ class Upstream(asyncio.Protocol):
     __slots__ = (
         "_headers",
         "_parser",
+        "_paused",
         "_reason",
         "_stale",
         "alive",
@@ -61,6 +62,7 @@ class Upstream(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
         self._stale = True  # the parser needs replacing before the next response
+        self._paused = False  # reading paused (the client could not keep up)
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
 
@@ -70,6 +72,8 @@ class Upstream(asyncio.Protocol):
         """Serve one exchange. A parser is reused across responses, except after a HEAD request:
         llhttp cannot be told that response has no body, so the exchange ends it by itself."""
         self.listener = listener
+        if self._paused:  # paused for the previous exchange's client, not this one's
+            self.resume_reading()
         if self._stale:
             self._parser = httptools.HttpResponseParser(self)
             self._headers = []
@@ -81,11 +85,13 @@ class Upstream(asyncio.Protocol):
             self.transport.write(data)
 
     def pause_reading(self) -> None:
-        if self.transport is not None and self.alive:
+        if self.transport is not None and self.alive and not self._paused:
+            self._paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and self.alive:
+        if self.transport is not None and self.alive and self._paused:
+            self._paused = False
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -139,6 +145,12 @@ class Upstream(asyncio.Protocol):
             self.listener.on_upstream_writable(True)
 
     # -- httptools callbacks --------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.listener is None:
+            # A response nobody asked for (bytes past the end of the last one): the connection is
+            # out of step, and must not hand a stranger's bytes to the next exchange.
+            self.close()
 
     def on_status(self, status: bytes) -> None:
         self._reason += status

@@ -1,0 +1,123 @@
+"""Edges of the exchange state machine: pipelining races, tunnels and timers, backends out of step."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+
+import pytest
+import websockets
+
+from tests.balancer.conftest import BackendProcess, running_balancer
+from webtier.balancer.config import BackendAddress
+from webtier.balancer.health import Event
+
+pytestmark = pytest.mark.anyio
+
+
+def _get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+async def _read_statuses(sock: socket.socket, count: int, deadline: float = 5.0) -> list[int]:
+    loop = asyncio.get_running_loop()
+    data = b""
+    end = loop.time() + deadline
+    while data.count(b"HTTP/1.1 ") < count:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), max(0.01, end - loop.time()))
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+async def _until(condition: object, what: str, deadline: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < end, what
+        await asyncio.sleep(0.01)
+
+
+async def test_pipelined_answers_keep_their_order_when_a_request_lands_as_one_finishes(
+    backends: list[BackendProcess],
+) -> None:
+    """The third request arrives in the same loop turn as the first one's response: it must wait for the second."""
+    async with running_balancer([backends[0].address], response_timeout=5.0) as lb:
+        member = lb.backends.members["b1"]
+        sock = socket.create_connection(("127.0.0.1", lb.port))
+        sock.setblocking(False)
+        try:
+            sock.send(_get("/"))
+            assert await _read_statuses(sock, 1) == [200]  # a warm pooled connection for what follows
+            sock.send(_get("/slow?s=0.2") + _get("/status/201"))
+            await _until(lambda: member.backend.inflight == 1, "the first request never went out")
+            # Block the balancer's loop (it runs in this one) until the first response has arrived and
+            # the third request is in the socket too: both are then handled in one turn of the loop.
+            time.sleep(0.5)  # noqa: ASYNC251 (blocking the loop is the point)
+            sock.send(_get("/status/202"))
+            time.sleep(0.05)  # noqa: ASYNC251
+            assert await _read_statuses(sock, 3) == [200, 201, 202]
+            await _until(lambda: member.backend.inflight == 0, "a request stayed in flight")
+            sock.send(_get("/"))
+            assert await _read_statuses(sock, 1) == [200]  # and the connection is still in step
+        finally:
+            sock.close()
+
+
+async def test_a_websocket_tunnel_outlives_the_response_timeout(backends: list[BackendProcess]) -> None:
+    async with (
+        running_balancer([backends[0].address], response_timeout=0.3) as lb,
+        websockets.connect(f"ws://127.0.0.1:{lb.port}/ws") as ws,
+    ):
+        await ws.send("a")
+        assert await ws.recv() == "b1:a"
+        await asyncio.sleep(0.6)  # the time under test: twice the response timeout, tunnel idle
+        await ws.send("b")
+        assert await asyncio.wait_for(ws.recv(), 3) == "b1:b"
+
+
+async def test_bytes_past_a_response_never_reach_the_next_client() -> None:
+    """A backend that sends more than it was asked for (here, the start of a second response) loses the
+    connection: the next client, on what would have been a pooled connection, gets its own clean answer."""
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = b""
+        while data := await reader.read(65536):
+            buffer += data
+            while b"\r\n\r\n" in buffer:
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                if head.split(b" ")[1] == b"/extra":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        writer.close()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running_balancer([BackendAddress("extra", "127.0.0.1", port)]) as lb:
+            for path, body in (("/extra", b"ok"), ("/", b"hello"), ("/", b"hello")):
+                reader, writer = await asyncio.open_connection("127.0.0.1", lb.port)
+                writer.write(_get(path))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+                assert await asyncio.wait_for(reader.readexactly(len(body)), 5) == body
+                writer.close()
+    finally:
+        server.close()
+
+
+async def test_requests_after_a_refusal_are_not_run() -> None:
+    """The first of five pipelined requests finds no backend: 503 and close; the other four never start."""
+    async with running_balancer([BackendAddress("gone", "127.0.0.1", 1)]) as lb:
+        for member in lb.backends.members.values():
+            lb.backends.on_health(member, Event.DRAIN)
+        reader, writer = await asyncio.open_connection("127.0.0.1", lb.port)
+        writer.write(_get("/") * 5)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 503 ")
+        assert lb.backends.metrics.window.requests == 1
