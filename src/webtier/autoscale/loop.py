@@ -47,6 +47,8 @@ async def run_autoscaler(
     next_decision = time.monotonic() + interval
     while True:
         await asyncio.sleep(_TICK)
+        if supervisor.stopping:
+            continue  # workers leaving for good are no reason to scale; the caller cancels this loop
         window.append(
             {
                 w.id: supervisor.backends.members[w.id].backend.inflight

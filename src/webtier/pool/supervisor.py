@@ -112,6 +112,11 @@ class Supervisor:
         self.day = time.strftime("%Y-%m-%d")
         self.users_today: set[str] = set()  # distinct users served today (short hashes): the DAU
 
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: every worker is going, and none is replaced."""
+        return self._stopping
+
     # -- what the outside may call: enqueue only --------------------------------------------------
 
     def request(self, command: str, argument: Any = None) -> None:
