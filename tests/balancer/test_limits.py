@@ -227,8 +227,9 @@ async def test_a_closed_backend_port_gets_502_or_503_at_once() -> None:
 
 
 @pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full: the kernel drops further SYNs, so a connect hangs."""
+def full_listener() -> Iterator[socket.socket]:
+    """A loopback listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
+    (until the test accepts what is queued)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -246,10 +247,15 @@ def unanswered_port() -> Iterator[int]:
             fillers.append(probe)
         else:
             pytest.fail("the accept queue never filled up")
-        yield port
+        yield listener
     finally:
         for s in [*fillers, listener]:
             s.close()
+
+
+@pytest.fixture
+def unanswered_port(full_listener: socket.socket) -> int:
+    return int(full_listener.getsockname()[1])
 
 
 async def test_an_unanswered_connect_gets_502_at_the_connect_timeout(unanswered_port: int) -> None:
@@ -292,25 +298,13 @@ async def test_a_field_line_that_never_ends_is_refused_while_it_streams_in(backe
     assert closed_at - start < 1.0
 
 
-async def test_a_connection_opened_for_a_client_who_left_is_kept_for_the_next_request() -> None:
+async def test_a_connection_opened_for_a_client_who_left_is_kept_for_the_next_request(
+    full_listener: socket.socket,
+) -> None:
     """The exchange is gone when its backend connection arrives: the connection goes to the pool, not astray."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers: list[socket.socket] = []
     accepted: list[socket.socket] = []
     try:
-        for _ in range(8):  # fill the accept queue: the balancer's connect now waits for a free slot
-            probe = socket.socket()
-            probe.settimeout(0.2)
-            try:
-                probe.connect(("127.0.0.1", port))
-            except TimeoutError:
-                probe.close()
-                break
-            fillers.append(probe)
-        slow = BackendAddress("slow", "127.0.0.1", port)
+        slow = BackendAddress("slow", "127.0.0.1", full_listener.getsockname()[1])
         async with running_balancer([slow], connect_timeout=8.0) as lb:
             member = lb.backends.members["slow"]
             pool = member.pool
@@ -326,15 +320,15 @@ async def test_a_connection_opened_for_a_client_who_left_is_kept_for_the_next_re
                 await asyncio.sleep(0.01)
             assert pool.open_connections == 0  # still connecting
             # Now keep the queue free (health checks connect too) so the connect, retrying its SYN, completes.
-            listener.setblocking(False)
+            full_listener.setblocking(False)
             deadline = asyncio.get_running_loop().time() + 10.0
             while pool.open_connections < 1:
                 assert asyncio.get_running_loop().time() < deadline, "the connection never completed"
                 with contextlib.suppress(BlockingIOError):
                     while True:
-                        accepted.append(listener.accept()[0])  # kept open: one of them is the pool's
+                        accepted.append(full_listener.accept()[0])  # kept open: one of them is the pool's
                 await asyncio.sleep(0.05)
             assert pool.take() is not None, "the new connection was not kept for the next request"
     finally:
-        for s in [*fillers, *accepted, listener]:
+        for s in accepted:
             s.close()

@@ -51,7 +51,6 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 _FORWARDED: Final = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # RFC 3986 reg-name (unreserved / pct-encoded / sub-delims), the host part of a Host header.
 _REQUEST_ID_CHARS: Final = frozenset(b"0123456789abcdefABCDEF-_.:abcdefghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ")
 
@@ -344,7 +343,6 @@ def request_head(
 
 # Connection tokens that name nothing the single passes would copy: they need no second look.
 _NAMED_BY_CONNECTION: Final = HOP_BY_HOP | {b"close", b""}
-_RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
 
 
 def _names_nothing(connection: bytes) -> bool:
