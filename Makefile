@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The balancer's hot path, compiled with mypyc into extension modules beside the sources (setup.py
-# lists them); rebuilt whenever a balancer source changes. The shared library stands for all of them.
+# lists them) and its C head scanners; rebuilt whenever a balancer source changes. The shared library
+# stands for all of them.
 EXT     := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 COMPILED = src/webtier_native__mypyc$(EXT)
 
@@ -21,7 +22,7 @@ compile: $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-deps.sh --build
 	@$(MAKE) --no-print-directory $(COMPILED)
 
-$(COMPILED): setup.py $(wildcard src/webtier/balancer/*.py)
+$(COMPILED): setup.py $(wildcard src/webtier/balancer/*.py) src/webtier/balancer/_wire.c
 	@echo "compiling the balancer's hot path with mypyc"
 	@WEBTIER_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace >$(VENV)/compile.log 2>&1 || { \
 		cat $(VENV)/compile.log; \

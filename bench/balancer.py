@@ -57,7 +57,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from webtier.balancer.compiled import compiled_modules
+from webtier.balancer.compiled import compiled_modules, head_scanner
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -837,6 +837,7 @@ def versions() -> dict[str, str]:
             out[name] = lines[0] if lines else "?"
     out["wrk"] = wrk_version()
     out["webtier hot path"] = "compiled with mypyc" if all(compiled_modules().values()) else "plain Python"
+    out["webtier head scanner"] = head_scanner()
     return out
 
 

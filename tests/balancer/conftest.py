@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.servers import free_port, wait_for_port
-from webtier.balancer import Balancer, BalancerConfig
+from webtier.balancer import Balancer, BalancerConfig, wire
 from webtier.balancer.config import BackendAddress
 from webtier.balancer.health import HealthConfig
 
@@ -57,6 +57,16 @@ def backends() -> Iterator[list[BackendProcess]]:
 
 
 FAST_HEALTH = HealthConfig(interval=0.2, timeout=0.2, rise=1, fall=2, eject_after=3, slow_start=0.0)
+
+
+@contextlib.contextmanager
+def head_scanners(path: str) -> Iterator[None]:
+    """Heads read by the C scanners where they can (``"c"``, as built), or all by httptools."""
+    with pytest.MonkeyPatch.context() as patch:
+        if path == "httptools":
+            patch.setattr(wire, "scan_request", None)
+            patch.setattr(wire, "scan_response", None)
+        yield
 
 
 @contextlib.asynccontextmanager

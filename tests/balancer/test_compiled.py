@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from webtier.balancer import compiled
-from webtier.balancer.compiled import HOT_MODULES, StaleBuildWarning, compiled_modules, stale_builds, warn_if_stale
+from webtier.balancer.compiled import (
+    HOT_MODULES,
+    StaleBuildWarning,
+    compiled_modules,
+    head_scanner,
+    stale_builds,
+    warn_if_stale,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "webtier" / "balancer"
@@ -33,6 +40,19 @@ def test_the_loaded_form_matches_the_files_on_disk() -> None:
     """Where `make` built a module, that build is what runs (and nothing claims to be compiled otherwise)."""
     built = {name: any((PACKAGE / f"{name}{suffix}").exists() for suffix in EXTENSION_SUFFIXES) for name in HOT_MODULES}
     assert compiled_modules() == built
+
+
+def test_the_head_scanners_loaded_are_the_ones_on_disk() -> None:
+    built = any((PACKAGE / f"_wire{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
+    assert head_scanner() == ("c" if built else "httptools")
+
+
+def test_a_scanner_build_older_than_its_c_source_is_reported(tmp_path: Path) -> None:
+    built = tmp_path / f"_wire{EXTENSION_SUFFIXES[0]}"
+    built.write_bytes(b"")
+    (tmp_path / "_wire.c").write_text("/* edited after the build */\n")
+    os.utime(built, (1_000_000, 1_000_000))
+    assert stale_builds(tmp_path) == [built]
 
 
 def test_no_compiled_module_is_older_than_its_source() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httptools
 import pytest
 
-from tests.balancer.conftest import BackendProcess, running_balancer, start_backend
+from tests.balancer.conftest import BackendProcess, head_scanners, running_balancer, start_backend
 from webtier.balancer import Balancer
 
 pytestmark = pytest.mark.anyio
@@ -199,10 +199,12 @@ def backend() -> Iterator[BackendProcess]:
         process.kill()
 
 
-@pytest.fixture(scope="module")
-async def balancer(backend: BackendProcess) -> AsyncIterator[Balancer]:
-    async with running_balancer([backend.address]) as lb:
-        yield lb
+@pytest.fixture(scope="module", params=["c", "httptools"])
+async def balancer(request: pytest.FixtureRequest, backend: BackendProcess) -> AsyncIterator[Balancer]:
+    """Every case twice: heads read by the C scanners where they can, then all by httptools."""
+    with head_scanners(request.param):
+        async with running_balancer([backend.address]) as lb:
+            yield lb
 
 
 def _forwarded(lb: Balancer) -> int:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import re
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import websockets
 
-from tests.balancer.conftest import BackendProcess, running_balancer
+from tests.balancer.conftest import BackendProcess, head_scanners, running_balancer
 from webtier.balancer.config import BackendAddress
 from webtier.balancer.health import Event
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True, params=["c", "httptools"])
+def head_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test twice: heads read by the C scanners where they can, then all by httptools."""
+    with head_scanners(request.param):
+        yield request.param
 
 
 def _get(path: str) -> bytes:
@@ -106,6 +116,42 @@ async def test_bytes_past_a_response_never_reach_the_next_client() -> None:
                 assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
                 assert await asyncio.wait_for(reader.readexactly(len(body)), 5) == body
                 writer.close()
+    finally:
+        server.close()
+
+
+async def test_a_response_in_pieces_arrives_whole_and_the_connection_stays_in_step() -> None:
+    """Responses cut after the head and a little body, right after the head, and mid-head, then the body
+    a few bytes at a time: each client request gets it all, on one pooled connection that stays in step."""
+    body = b"0123456789" * 30
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    head_end = response.index(b"\r\n\r\n") + 4
+    cuts = [head_end + 10, head_end, 20]  # one per request, in turn
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):  # health checks hang up early
+            for cut in itertools.cycle(cuts):
+                await reader.readuntil(b"\r\n\r\n")
+                pieces = [response[:cut], *(response[i : i + 37] for i in range(cut, len(response), 37))]
+                for piece in pieces:
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.002)  # not synchronisation: it only makes separate reads likely
+        writer.close()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running_balancer([BackendAddress("pieces", "127.0.0.1", port)]) as lb:
+            reader, writer = await asyncio.open_connection("127.0.0.1", lb.port)
+            for _ in cuts:
+                writer.write(_get("/"))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+                assert b"content-length: %d\r\n" % len(body) in head.lower()
+                assert await asyncio.wait_for(reader.readexactly(len(body)), 5) == body
+            writer.close()
+            assert lb.backends.members["pieces"].pool.open_connections == 1
     finally:
         server.close()
 

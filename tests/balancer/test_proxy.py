@@ -6,15 +6,23 @@ import asyncio
 import collections
 import json
 import resource
+from collections.abc import Iterator
 
 import httpx
 import pytest
 import websockets
 
-from tests.balancer.conftest import BackendProcess, running_balancer
+from tests.balancer.conftest import BackendProcess, head_scanners, running_balancer
 from webtier.balancer.config import BackendAddress
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True, params=["c", "httptools"])
+def head_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test twice: heads read by the C scanners where they can, then all by httptools."""
+    with head_scanners(request.param):
+        yield request.param
 
 
 def client(port: int, **kwargs: object) -> httpx.AsyncClient:

@@ -18,7 +18,7 @@ from typing import Any
 
 from mypy_extensions import mypyc_attr
 
-from webtier.balancer.compiled import compiled_modules
+from webtier.balancer.compiled import compiled_modules, head_scanner
 from webtier.balancer.config import BackendAddress, BalancerConfig
 from webtier.balancer.health import BackendHealth, Event, HealthConfig, State
 from webtier.balancer.metrics import BackendStats, BalancerMetrics
@@ -195,6 +195,7 @@ class BackendSet:
         return {
             "strategy": self.strategy.name,
             "hot_path": "compiled" if all(compiled_modules().values()) else "python",
+            "head_scanner": head_scanner(),
             "connections": len(self.connections),
             "totals": dict(self.totals),
             "responses": {"total": self.metrics.window.requests, **self.metrics.window.by_class},

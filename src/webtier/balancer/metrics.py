@@ -8,7 +8,6 @@ several microseconds per request (locks, label lookups), a large share of the pr
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
@@ -41,7 +40,12 @@ class BackendStats:
 
     def observe(self, status: int, seconds: float) -> None:
         self.by_class[status // 100 % 10] += 1
-        self.buckets[bisect_left(_BUCKETS, seconds)] += 1
+        i = 0  # the first bucket whose bound is >= seconds (what bisect_left finds, without a call)
+        for bound in _BUCKETS:
+            if seconds <= bound:
+                break
+            i += 1
+        self.buckets[i] += 1
         self.seconds += seconds
 
 

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
+from webtier.balancer import wire
 from webtier.balancer.http import (
     CONTROL_RE,
     FRAMING_FIELDS,
+    NO_BODY,
     TOKEN_RE,
     Framing,
     RequestError,
@@ -46,8 +48,11 @@ from webtier.balancer.strategies import RequestInfo
 from webtier.balancer.upstream import Upstream, UpstreamPool
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from webtier.balancer.backends import BackendSet, Member
     from webtier.balancer.config import BalancerConfig
+    from webtier.balancer.wire import RequestScan
 
 __all__ = ["ClientConnection", "Exchange"]
 
@@ -89,6 +94,7 @@ class Exchange:
         "close_after",
         "finished",
         "framing",
+        "head",
         "headers",
         "http10",
         "idempotent",
@@ -123,6 +129,8 @@ class Exchange:
         keep_alive: bool,
         http10: bool,
         upgrade: bytes | None,
+        head: bytes = b"",
+        request_id: bytes = b"",
     ) -> None:
         self.client = client
         self.method = method
@@ -135,7 +143,7 @@ class Exchange:
         self.idempotent = method in IDEMPOTENT
         has_body = framing.chunked or bool(framing.length)
         # Request body: chunks not yet sent, and a copy for retries while it stays small.
-        self.pending: deque[bytes] = deque()
+        self.pending: deque[bytes] | None = None  # made when the first chunk has to wait
         self.pending_bytes = 0
         self.replay: list[bytes] | None = [] if self.idempotent or not has_body else None
         self.replay_bytes = 0
@@ -154,7 +162,8 @@ class Exchange:
         self.tunnel = False
         self.finished = False
         self.status = 0
-        self.request_id = b""
+        self.head = head  # the head to send upstream, once built (the same on every attempt)
+        self.request_id = request_id
         self.started = time.monotonic()
 
     # -- request body from the client -----------------------------------------------------------
@@ -171,6 +180,8 @@ class Exchange:
         if self.upstream is not None and self.request_sent:
             self._send_body(data)
         else:
+            if self.pending is None:
+                self.pending = deque()
             self.pending.append(data)
             self.pending_bytes += len(data)
             if self.pending_bytes > _QUEUE_HIGH:
@@ -186,6 +197,8 @@ class Exchange:
         if self.upstream is not None and self.request_sent:
             self.upstream.write(data)
         else:
+            if self.pending is None:
+                self.pending = deque()
             self.pending.append(data)
 
     def _send_body(self, data: bytes) -> None:
@@ -240,22 +253,24 @@ class Exchange:
         self.upstream = conn
         conn.begin(self, head=self.method == b"HEAD")
         client = self.client
-        data, self.request_id = request_head(
-            self.method,
-            self.target,
-            self.headers,
-            client_ip=client.client_ip,
-            trusted=client.trusted,
-            framing=self.framing,
-            upgrade=self.upgrade,
-        )
-        conn.write(data)
+        if not self.head:
+            self.head, self.request_id = request_head(
+                self.method,
+                self.target,
+                self.headers,
+                client_ip=client.client_ip,
+                trusted=client.trusted,
+                framing=self.framing,
+                upgrade=self.upgrade,
+            )
+        conn.write(self.head)
         if client.writing_paused:  # the client is still not reading what came before
             conn.pause_reading()
         self.request_sent = True
-        if self.pending:
-            while self.pending:
-                self._send_body(self.pending.popleft())
+        pending = self.pending
+        if pending:
+            while pending:
+                self._send_body(pending.popleft())
             self.pending_bytes = 0
             client.resume_reading()
         if self.body_done and self.framing.chunked:
@@ -387,6 +402,14 @@ class Exchange:
             client.write(head(b"HTTP/1.1 101 " + reason, out))
             return
         lines, chunked, length = response_fields(headers)
+        self.on_response_start(status, status_line(status, reason) + lines, chunked, length, keep_alive)
+
+    def on_response_start(self, status: int, lines: bytes, chunked: bool, length: int | None, keep_alive: bool) -> None:
+        """A final response: ``lines`` are its status line and the fields to pass on, each ending in CRLF."""
+        self.response_started = True
+        self.status = status
+        self.interim = False
+        client = self.client
         if self.upgrade is not None:
             self.close_after = True  # the client may already be sending tunnel bytes: start afresh
         bodiless = self.method == b"HEAD" or status == 204 or status == 304
@@ -407,7 +430,7 @@ class Exchange:
             extra += b"connection: close\r\n"
         elif self.http10:
             extra += b"connection: keep-alive\r\n"
-        client.write(status_line(status, reason) + lines + extra + b"\r\n")
+        client.write(lines + extra + b"\r\n")
         self.keep_upstream = keep_alive
         if bodiless:
             self.on_response_complete()
@@ -491,7 +514,10 @@ class ClientConnection(asyncio.Protocol):
         self.loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self._scan = wire.scan_request
+        self._in_message = False  # httptools is inside a request: the next bytes are its
         self.client_ip = ""
+        self._ip = b""
         self.trusted = False
         self.closed = False
         self.affinity_cookie = backends.strategy.affinity_cookie
@@ -527,6 +553,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else "unknown"
+        self._ip = self.client_ip.encode()
         self.trusted = self.config.is_trusted(self.client_ip)
         if not self.backends.admit_connection(self):
             self.transport.write(error_response(503, "too many connections"))
@@ -554,6 +581,12 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._refusal is not None:
             return  # the rest of the stream is no longer HTTP we can trust
+        if self._scan is not None and not self._in_message:
+            offset = self._read_plain_requests(self._scan, data)
+            if offset:
+                if offset == len(data) or self.closed or self._refusal is not None:
+                    return
+                data = data[offset:]
         self._head_began = False
         try:
             self.parser.feed_data(data)
@@ -588,6 +621,31 @@ class ClientConnection(asyncio.Protocol):
                     if self._head_bytes > self.config.max_url_bytes + self.config.max_header_bytes:
                         self._reject(431, "request headers too large")
 
+    def _read_plain_requests(
+        self, scan: Callable[[bytes, int, bytes, bool, int, int, int], RequestScan | None], data: bytes
+    ) -> int:
+        """Whole plain request heads without a body at the start of ``data``, each read in one call
+        (see :mod:`webtier.balancer.wire`); returns where the first other bytes begin."""
+        config = self.config
+        offset = 0
+        while offset < len(data):
+            found = scan(
+                data, offset, self._ip, self.trusted, config.max_url_bytes, config.max_header_bytes, config.max_headers
+            )
+            if found is None:
+                break
+            offset, method, target, headers, http10, keep_alive, upstream_head, request_id = found
+            self._cookies = None
+            exchange = Exchange(
+                self, method, target, headers, NO_BODY, keep_alive, http10, None, upstream_head, request_id
+            )
+            self._queue.append(exchange)
+            if self._active is None and self._queue[0] is exchange:  # else it waits for those before it
+                self._start(exchange)
+            if self.closed or self._refusal is not None:
+                break
+        return offset
+
     def pause_writing(self) -> None:
         self.writing_paused = True
         exchange = self._active
@@ -603,6 +661,7 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url = b""
         self._headers = []
         self._framing_fields = []
@@ -658,6 +717,7 @@ class ClientConnection(asyncio.Protocol):
             self._parsing.feed_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if self._parsing is not None:
             self._parsing.finish_body()
             self._parsing = None

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from webtier.balancer.admin import admin_app
 from webtier.balancer.backends import BackendSet
 from webtier.balancer.checks import run_checks
-from webtier.balancer.compiled import compiled_modules
+from webtier.balancer.compiled import compiled_modules, head_scanner
 from webtier.balancer.config import BalancerConfig
 from webtier.balancer.health import HealthConfig
 from webtier.balancer.proxy import ClientConnection
@@ -140,6 +140,7 @@ async def serve(config: BalancerConfig) -> None:
     balancer = Balancer(config)
     await balancer.start()
     form = "compiled with mypyc" if all(compiled_modules().values()) else "plain Python; `make` compiles it"
+    form += ", plain heads read by C scanners" if head_scanner() == "c" else ", every head read by httptools"
     print(f"webtier balance: listening on http://{config.listen_host}:{balancer.port}/", flush=True)
     print(f"                 hot path {form}", flush=True)
     if config.admin_port is not None:

@@ -15,6 +15,8 @@ from typing import Protocol, cast
 
 import httptools
 
+from webtier.balancer import wire
+
 __all__ = ["ConnectFailed", "Upstream", "UpstreamListener", "UpstreamPool"]
 
 
@@ -28,6 +30,9 @@ class UpstreamListener(Protocol):
     def on_response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
     ) -> None: ...
+    def on_response_start(
+        self, status: int, lines: bytes, chunked: bool, length: int | None, keep_alive: bool
+    ) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_complete(self) -> None: ...
     def on_read_begin(self) -> None: ...
@@ -39,11 +44,18 @@ class UpstreamListener(Protocol):
 
 
 class Upstream(asyncio.Protocol):
+    """One connection to a backend. A plain response head (see :mod:`webtier.balancer.wire`) is read
+    in one call and its Content-Length body counted here; any other goes through httptools."""
+
     __slots__ = (
+        "_body_left",
+        "_head_request",
         "_headers",
+        "_in_message",
         "_parser",
         "_paused",
         "_reason",
+        "_scan",
         "_stale",
         "alive",
         "idle_since",
@@ -65,6 +77,10 @@ class Upstream(asyncio.Protocol):
         self._paused = False  # reading paused (the client could not keep up)
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
+        self._scan = wire.scan_response
+        self._in_message = False  # httptools is inside a response: the next bytes are its
+        self._body_left = -1  # bytes still to come of a body read without httptools (-1: none)
+        self._head_request = False
 
     # -- used by the exchange -------------------------------------------------------------------
 
@@ -78,7 +94,9 @@ class Upstream(asyncio.Protocol):
             self._parser = httptools.HttpResponseParser(self)
             self._headers = []
             self._reason = b""
+            self._in_message = False
         self._stale = head
+        self._head_request = head
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.alive:
@@ -116,7 +134,10 @@ class Upstream(asyncio.Protocol):
             return
         listener.on_read_begin()
         try:
-            self._parser.feed_data(data)
+            if self._body_left >= 0:
+                self._read_body(listener, data, 0)
+            elif self._scan is None or self._in_message or not self._read_head(listener, data):
+                self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.tunnel = True
             if self.listener is not None:
@@ -128,6 +149,45 @@ class Upstream(asyncio.Protocol):
             self.close()
         finally:
             listener.on_read_end()
+
+    def _read_head(self, listener: UpstreamListener, data: bytes) -> bool:
+        """A whole plain response head at the start of ``data``: pass it on, then its body. False: not one."""
+        assert self._scan is not None
+        found = self._scan(data, 0)
+        if found is None:
+            return False
+        end, status, head, length, keep_alive = found
+        if self._head_request:
+            length = 0
+        self._body_left = length
+        listener.on_response_start(status, head, False, length, keep_alive)
+        if self.listener is not listener:  # the exchange ended at the head (HEAD) or left
+            self._body_left = -1
+            if len(data) > end:
+                self.close()  # bytes past the response: this connection is out of step
+            return True
+        self._read_body(listener, data, end)
+        return True
+
+    def _read_body(self, listener: UpstreamListener, data: bytes, start: int) -> None:
+        """Body bytes of a response read without httptools, from ``start``; the last of them ends it."""
+        left = self._body_left
+        size = len(data) - start
+        taken = 0
+        if size > 0 and left > 0:
+            taken = size if size < left else left
+            chunk = data if taken == len(data) else data[start : start + taken]
+            left -= taken
+            self._body_left = left
+            listener.on_response_body(chunk)
+            if self.listener is not listener:  # the client left meanwhile
+                self._body_left = -1
+                return
+        if left == 0:
+            self._body_left = -1
+            listener.on_response_complete()
+            if size > taken:
+                self.close()  # bytes past the response: this connection is out of step
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
@@ -147,6 +207,7 @@ class Upstream(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         if self.listener is None:
             # A response nobody asked for (bytes past the end of the last one): the connection is
             # out of step, and must not hand a stranger's bytes to the next exchange.
@@ -171,6 +232,7 @@ class Upstream(asyncio.Protocol):
             self.listener.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if self.listener is not None:
             self.listener.on_response_complete()
 

@@ -1,0 +1,13 @@
+def scan_request(
+    data: bytes,
+    offset: int,
+    client_ip: bytes,
+    trusted: bool,
+    max_url: int,
+    max_header_bytes: int,
+    max_headers: int,
+    /,
+) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bool, bool, bytes, bytes] | None: ...
+def scan_response(data: bytes, offset: int, /) -> tuple[int, int, bytes, int, bool] | None: ...
+def new_request_id() -> bytes: ...
+def set_request_id_prefix(prefix: bytes, /) -> None: ...
