@@ -156,6 +156,39 @@ async def test_a_response_in_pieces_arrives_whole_and_the_connection_stays_in_st
         server.close()
 
 
+async def test_nothing_after_a_request_that_asks_to_close_is_run(backends: list[BackendProcess]) -> None:
+    """Requests pipelined after ``Connection: close`` are not run: one answer, then the connection closes."""
+    async with running_balancer([backends[0].address]) as lb:
+        before = lb.backends.totals["requests"]
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            data = b""
+            while chunk := await asyncio.to_thread(sock.recv, 65536):
+                data += chunk
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200"], data
+        assert b"connection: close" in data.lower()
+        assert lb.backends.totals["requests"] - before == 1
+
+
+async def test_pipelined_requests_are_routed_by_their_own_cookies(backends: list[BackendProcess]) -> None:
+    async with running_balancer([b.address for b in backends], strategy="sticky") as lb:
+        requests = b"".join(
+            b"GET / HTTP/1.1\r\nHost: x\r\nCookie: webtier_backend=%s\r\n\r\n" % name for name in (b"b2", b"b3", b"b1")
+        )
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+            sock.sendall(requests)
+            data = b""
+            while data.count(b"hello from") < 3:
+                chunk = await asyncio.to_thread(sock.recv, 65536)
+                assert chunk, data
+                data += chunk
+        assert re.findall(rb"hello from (b\d)", data) == [b"b2", b"b3", b"b1"]
+        assert b"set-cookie" not in data.lower()  # each request already named its own backend
+
+
 async def test_requests_after_a_refusal_are_not_run() -> None:
     """The first of five pipelined requests finds no backend: 503 and close; the other four never start."""
     async with running_balancer([BackendAddress("gone", "127.0.0.1", 1)]) as lb:

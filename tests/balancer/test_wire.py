@@ -524,9 +524,24 @@ def test_request_ids_come_from_one_counter() -> None:
     assert all(re.fullmatch(rb"[0-9a-f]{24}", rid) for rid in made)
 
 
+def test_a_request_id_prefix_is_plain_characters() -> None:
+    from webtier.balancer import _wire
+
+    with pytest.raises(ValueError, match="prefix"):
+        _wire.set_request_id_prefix(b"ab\r\nX-Injected: 1")
+    with pytest.raises(ValueError, match="prefix"):
+        _wire.set_request_id_prefix(b"")
+    with pytest.raises(ValueError, match="prefix"):
+        _wire.set_request_id_prefix(b"a" * 33)
+
+
 def test_wrong_arguments_raise_type_errors() -> None:
     assert wire.scan_request is not None and wire.scan_response is not None
     with pytest.raises(TypeError):
         wire.scan_request("GET / HTTP/1.1\r\n\r\n", 0, IP, False, 1, 1, 1)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         wire.scan_response(bytearray(b"HTTP/1.1 200 OK\r\n\r\n"), 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        wire.scan_request(b"GET / HTTP/1.1\r\n\r\n", "0", IP, False, 1, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        wire.scan_response(b"HTTP/1.1 200 OK\r\n\r\n", None)  # type: ignore[arg-type]

@@ -152,7 +152,7 @@ static int scan_field(const char *p, const char *end, const char **next, Field *
     const char *v = s;
     while (s < end && (cls[(unsigned char)*s] & C_VALUE))
         s++;
-    if (s + 1 >= end || s[0] != '\r' || s[1] != '\n' || s == v || s[-1] == ' ' || s[-1] == '\t')
+    if (end - s < 2 || s[0] != '\r' || s[1] != '\n' || s == v || s[-1] == ' ' || s[-1] == '\t')
         return 0;
     f->value = v;
     f->value_len = s - v;
@@ -213,8 +213,8 @@ static PyObject *py_set_request_id_prefix(PyObject *self, PyObject *arg) {
     Py_ssize_t n;
     if (PyBytes_AsStringAndSize(arg, &p, &n) < 0)
         return NULL;
-    if (n < 1 || n > 32) {
-        PyErr_SetString(PyExc_ValueError, "a request id prefix has 1 to 32 bytes");
+    if (n < 1 || n > 32 || !good_request_id(p, n)) {
+        PyErr_SetString(PyExc_ValueError, "a request id prefix has 1 to 32 letters, digits, '-', '_', '.', ':'");
         return NULL;
     }
     memcpy(id_prefix, p, (size_t)n);
@@ -261,12 +261,17 @@ static PyObject *py_scan_request(PyObject *self, PyObject *const *args, Py_ssize
                         "max_url: int, max_header_bytes: int, max_headers: int)");
         return NULL;
     }
-    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
-    int trusted = PyObject_IsTrue(args[3]);
-    Py_ssize_t max_url = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t max_header_bytes = PyLong_AsSsize_t(args[5]);
-    Py_ssize_t max_headers = PyLong_AsSsize_t(args[6]);
-    if (PyErr_Occurred() || trusted < 0)
+    Py_ssize_t offset, max_url, max_header_bytes, max_headers;
+    int trusted;
+    if ((offset = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((trusted = PyObject_IsTrue(args[3])) < 0)
+        return NULL;
+    if ((max_url = PyLong_AsSsize_t(args[4])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((max_header_bytes = PyLong_AsSsize_t(args[5])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((max_headers = PyLong_AsSsize_t(args[6])) == -1 && PyErr_Occurred())
         return NULL;
     const char *data = PyBytes_AS_STRING(args[0]);
     Py_ssize_t size = PyBytes_GET_SIZE(args[0]);

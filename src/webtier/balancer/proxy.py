@@ -92,6 +92,7 @@ class Exchange:
         "client",
         "client_keep_alive",
         "close_after",
+        "cookies",
         "finished",
         "framing",
         "head",
@@ -163,8 +164,21 @@ class Exchange:
         self.finished = False
         self.status = 0
         self.head = head  # the head to send upstream, once built (the same on every attempt)
+        self.cookies: dict[str, str] | None = None
         self.request_id = request_id
         self.started = time.monotonic()
+
+    def request_cookies(self) -> dict[str, str]:
+        """The request's cookies (the first of each name), parsed once."""
+        if self.cookies is None:
+            cookies: dict[str, str] = {}
+            for name, value in self.headers:
+                if name.lower() == b"cookie":
+                    for part in value.decode("latin-1").split(";"):
+                        key, _, val = part.strip().partition("=")
+                        cookies.setdefault(key, val)
+            self.cookies = cookies
+        return self.cookies
 
     # -- request body from the client -----------------------------------------------------------
 
@@ -424,7 +438,7 @@ class Exchange:
         cookie = client.affinity_cookie
         if cookie is not None and self.member is not None:
             backend_id = self.member.backend.id
-            if client.request_cookie(cookie) != backend_id:
+            if self.request_cookies().get(cookie) != backend_id:
                 extra += f"set-cookie: {cookie}={backend_id}; Path=/; HttpOnly; SameSite=Lax\r\n".encode()
         if self.close_after:
             extra += b"connection: close\r\n"
@@ -524,7 +538,7 @@ class ClientConnection(asyncio.Protocol):
         self.log_access = access_log.isEnabledFor(logging.INFO)  # asked once per connection, not per request
         self.connecting: asyncio.Task[Upstream] | None = None
         self._info: RequestInfo | None = None
-        self._cookies: dict[str, str] | None = None
+        self._last_read = False  # a request read by the scanner asked to close: nothing may follow it
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._framing_fields: list[tuple[bytes, bytes]] = []
@@ -581,10 +595,21 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._refusal is not None:
             return  # the rest of the stream is no longer HTTP we can trust
+        if self._last_read:  # as llhttp refuses anything after a request that asked to close
+            self._reject(400, "data after the last request")
+            return
         if self._scan is not None and not self._in_message:
-            offset = self._read_plain_requests(self._scan, data)
+            try:
+                offset = self._read_plain_requests(self._scan, data)
+            except Exception:
+                log.exception("proxy bug while reading a request")
+                self._reject(500, "internal error")
+                return
             if offset:
                 if offset == len(data) or self.closed or self._refusal is not None:
+                    return
+                if self._last_read:
+                    self._reject(400, "data after the last request")
                     return
                 data = data[offset:]
         self._head_began = False
@@ -635,14 +660,14 @@ class ClientConnection(asyncio.Protocol):
             if found is None:
                 break
             offset, method, target, headers, http10, keep_alive, upstream_head, request_id = found
-            self._cookies = None
+            self._last_read = not keep_alive
             exchange = Exchange(
                 self, method, target, headers, NO_BODY, keep_alive, http10, None, upstream_head, request_id
             )
             self._queue.append(exchange)
             if self._active is None and self._queue[0] is exchange:  # else it waits for those before it
                 self._start(exchange)
-            if self.closed or self._refusal is not None:
+            if self.closed or self._refusal is not None or self._last_read:
                 break
         return offset
 
@@ -667,7 +692,6 @@ class ClientConnection(asyncio.Protocol):
         self._framing_fields = []
         self._host = None
         self._header_bytes = 0
-        self._cookies = None
         self._in_head = self._head_began = True
         self._head_bytes = 0
 
@@ -811,24 +835,7 @@ class ClientConnection(asyncio.Protocol):
         headers = exchange.headers
         lowered = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in headers}
         path = exchange.target.split(b"?", 1)[0].decode("latin-1")
-        return RequestInfo(client_ip=self.client_ip, path=path, headers=lowered, cookies=self._parse_cookies(headers))
-
-    def _parse_cookies(self, headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-        if self._cookies is None:
-            cookies: dict[str, str] = {}
-            for name, value in headers:
-                if name.lower() == b"cookie":
-                    for part in value.decode("latin-1").split(";"):
-                        key, _, val = part.strip().partition("=")
-                        cookies.setdefault(key, val)
-            self._cookies = cookies
-        return self._cookies
-
-    def request_cookie(self, name: str) -> str | None:
-        exchange = self._active
-        if exchange is None:
-            return None
-        return self._parse_cookies(exchange.headers).get(name)
+        return RequestInfo(client_ip=self.client_ip, path=path, headers=lowered, cookies=exchange.request_cookies())
 
     def write(self, data: bytes) -> None:
         if self._corked is not None:

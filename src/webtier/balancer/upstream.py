@@ -10,14 +10,17 @@ the backend is closing at that very moment.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
 from webtier.balancer import wire
 
 __all__ = ["ConnectFailed", "Upstream", "UpstreamListener", "UpstreamPool"]
+
+log: Final = logging.getLogger("webtier.balancer")
 
 
 class ConnectFailed(Exception):
@@ -97,6 +100,7 @@ class Upstream(asyncio.Protocol):
             self._in_message = False
         self._stale = head
         self._head_request = head
+        self._body_left = -1  # released only at a response's end: nothing of an old body is still to come
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.alive:
@@ -142,7 +146,9 @@ class Upstream(asyncio.Protocol):
             self.tunnel = True
             if self.listener is not None:
                 self.listener.on_tunnel_open(data[upgrade.args[0] :])
-        except httptools.HttpParserError as exc:
+        except Exception as exc:  # httptools' parse errors; on the scanner path, a bug below
+            if not isinstance(exc, httptools.HttpParserError):
+                log.exception("proxy bug while reading a response")
             self.alive = False
             if self.listener is not None:
                 self.listener.on_upstream_lost(exc)
