@@ -189,6 +189,49 @@ async def test_pipelined_requests_are_routed_by_their_own_cookies(backends: list
         assert b"set-cookie" not in data.lower()  # each request already named its own backend
 
 
+async def test_a_client_far_ahead_of_its_answers_is_not_read_until_they_catch_up() -> None:
+    """Pipelined requests pile up only so far: past the depth limit the proxy stops reading the client,
+    and reads on once the backend has answered; every request is answered, in order."""
+    release = asyncio.Event()
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"GET /healthz "):
+                    await release.wait()
+                body = head.split(b" ", 2)[1]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        writer.close()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    batch = 100  # over the depth limit (64)
+    try:
+        async with running_balancer([BackendAddress("stall", "127.0.0.1", port)]) as lb:
+            sock = socket.create_connection(("127.0.0.1", lb.port), timeout=5)
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            with sock:
+                await loop.sock_sendall(sock, b"".join(_get(f"/{i}") for i in range(batch)))
+                await _until(lambda: lb.backends.connections, "the proxy accepts the connection")
+                (conn,) = lb.backends.connections
+                await _until(lambda: conn.queued == batch, "the first batch is read")  # type: ignore[attr-defined]
+                await loop.sock_sendall(sock, b"".join(_get(f"/{i}") for i in range(batch, 2 * batch)))
+                await asyncio.sleep(0.3)  # a bounded wait for something that must not happen
+                assert conn.queued == batch  # type: ignore[attr-defined]  # the second batch is not read
+                release.set()
+                data = b""
+                while data.count(b"HTTP/1.1 200 OK") < 2 * batch:
+                    chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+                    assert chunk, data[-300:]
+                    data += chunk
+        bodies = re.findall(rb"Content-Length: \d+\r\n\r\n(/\d+)", data, flags=re.IGNORECASE)
+        assert bodies == [f"/{i}".encode() for i in range(2 * batch)]
+    finally:
+        server.close()
+
+
 async def test_requests_after_a_refusal_are_not_run() -> None:
     """The first of five pipelined requests finds no backend: 503 and close; the other four never start."""
     async with running_balancer([BackendAddress("gone", "127.0.0.1", 1)]) as lb:

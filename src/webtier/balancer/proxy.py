@@ -66,6 +66,13 @@ _NOT_TRIED: Final[frozenset[str]] = frozenset()
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 _REPLAY_LIMIT: Final = 64 * 1024  # request bodies up to this size are kept to retry on another backend
 _QUEUE_HIGH: Final = 256 * 1024  # pause reading the client while this much body waits for a backend
+_PIPELINE_DEPTH: Final = 64  # pause reading a client with more requests than this read ahead of their answers
+
+# Why reading from a client is paused, as bits: it resumes when no reason is left.
+BODY_WAITING: Final = 1  # a request body waits for its backend connection
+UPSTREAM_FULL: Final = 2  # the backend takes the body slower than it comes
+PIPELINE_FULL: Final = 4  # too many pipelined requests wait for their turn
+REFUSED: Final = 8  # a refusal is owed: nothing more is read
 
 
 class Deadline(Enum):
@@ -199,7 +206,7 @@ class Exchange:
             self.pending.append(data)
             self.pending_bytes += len(data)
             if self.pending_bytes > _QUEUE_HIGH:
-                self.client.pause_reading()
+                self.client.pause_reading(BODY_WAITING)
 
     def finish_body(self) -> None:
         self.body_done = True
@@ -286,7 +293,7 @@ class Exchange:
             while pending:
                 self._send_body(pending.popleft())
             self.pending_bytes = 0
-            client.resume_reading()
+            client.resume_reading(BODY_WAITING)
         if self.body_done and self.framing.chunked:
             conn.write(b"0\r\n\r\n")
         client.set_deadline(Deadline.RESPONSE, client.config.response_timeout)
@@ -508,9 +515,9 @@ class Exchange:
 
     def on_upstream_writable(self, writable: bool) -> None:
         if writable:
-            self.client.resume_reading()
+            self.client.resume_reading(UPSTREAM_FULL)
         else:
-            self.client.pause_reading()
+            self.client.pause_reading(UPSTREAM_FULL)
 
     def _fail(self, status: int, message: str) -> None:
         self.status = status
@@ -554,6 +561,7 @@ class ClientConnection(asyncio.Protocol):
         self._timer_at = 0.0
         self._upgrading: Exchange | None = None
         self._reading_paused = False
+        self._paused_for = 0  # the reasons reading is paused (bits)
         self.writing_paused = False  # the client's send buffer is full: backends' reads wait
         self._corked: list[bytes] | None = None
         self._refusal: bytes | None = None  # an error owed after the pipelined requests before it are answered
@@ -664,9 +672,7 @@ class ClientConnection(asyncio.Protocol):
             exchange = Exchange(
                 self, method, target, headers, NO_BODY, keep_alive, http10, None, upstream_head, request_id
             )
-            self._queue.append(exchange)
-            if self._active is None and self._queue[0] is exchange:  # else it waits for those before it
-                self._start(exchange)
+            self._enqueue(exchange)
             if self.closed or self._refusal is not None or self._last_read:
                 break
         return offset
@@ -732,9 +738,7 @@ class ClientConnection(asyncio.Protocol):
             self, method, self._url, self._headers, framing, parser.should_keep_alive(), http10, upgrade
         )
         self._parsing = exchange
-        self._queue.append(exchange)
-        if self._active is None and self._queue[0] is exchange:  # else it waits for those before it
-            self._start(exchange)
+        self._enqueue(exchange)
 
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
@@ -747,6 +751,16 @@ class ClientConnection(asyncio.Protocol):
             self._parsing = None
 
     # -- sequencing -----------------------------------------------------------------------------
+
+    def _enqueue(self, exchange: Exchange) -> None:
+        """A request is read: start it, or let it wait for those before it (reading no further
+        while too many wait: each waiting request holds memory a client could otherwise pile up)."""
+        queue = self._queue
+        queue.append(exchange)
+        if len(queue) > _PIPELINE_DEPTH:
+            self.pause_reading(PIPELINE_FULL)
+        if self._active is None and queue[0] is exchange:  # else it waits for those before it
+            self._start(exchange)
 
     def _start(self, exchange: Exchange) -> None:
         if exchange.finished:
@@ -765,6 +779,8 @@ class ClientConnection(asyncio.Protocol):
             self._active = None
         if self.closed:
             return
+        if self._paused_for & PIPELINE_FULL and len(self._queue) <= _PIPELINE_DEPTH // 2:
+            self.resume_reading(PIPELINE_FULL)
         if exchange.close_after:
             self.close()
         elif self._queue:
@@ -853,15 +869,24 @@ class ClientConnection(asyncio.Protocol):
         if parts:
             self.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
-    def pause_reading(self) -> None:
+    def pause_reading(self, reason: int) -> None:
+        """Stop reading the client for ``reason`` (one of the bits above), on top of any other."""
+        self._paused_for |= reason
         if self.transport is not None and not self._reading_paused and not self.closed:
             self._reading_paused = True
             self.transport.pause_reading()
 
-    def resume_reading(self) -> None:
-        if self.transport is not None and self._reading_paused and not self.closed:
+    def resume_reading(self, reason: int) -> None:
+        """``reason`` is gone; read again if it was the last one."""
+        self._paused_for &= ~reason
+        if self.transport is not None and self._reading_paused and not self._paused_for and not self.closed:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    @property
+    def queued(self) -> int:
+        """Requests read and not yet answered (the one being answered included)."""
+        return len(self._queue)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -889,4 +914,4 @@ class ClientConnection(asyncio.Protocol):
             self._queue.remove(self._parsing)
         self._parsing = None
         self._refusal = error_response(status, reason)
-        self.pause_reading()
+        self.pause_reading(REFUSED)
