@@ -603,10 +603,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._refusal is not None:
             return  # the rest of the stream is no longer HTTP we can trust
-        if self._last_read:  # as llhttp refuses anything after a request that asked to close
-            self._reject(400, "data after the last request")
-            return
-        if self._scan is not None and not self._in_message:
+        if self._scan is not None and not self._in_message and not self._last_read:
             try:
                 offset = self._read_plain_requests(self._scan, data)
             except Exception:
@@ -616,10 +613,10 @@ class ClientConnection(asyncio.Protocol):
             if offset:
                 if offset == len(data) or self.closed or self._refusal is not None:
                     return
-                if self._last_read:
-                    self._reject(400, "data after the last request")
-                    return
                 data = data[offset:]
+        if self._last_read:  # as llhttp refuses anything after a request that asked to close
+            self._reject(400, "data after the last request")
+            return
         self._head_began = False
         try:
             self.parser.feed_data(data)
