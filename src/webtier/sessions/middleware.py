@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,13 +33,15 @@ from webtier.sessions.config import (
     SameSite,
     SessionConfig,
 )
-from webtier.sessions.ids import hash_session_id, is_session_id
+from webtier.sessions.ids import is_session_id
 from webtier.sessions.session import Session
 from webtier.sessions.stats import SESSION_COUNTERS, saw_user
 from webtier.stores import Store, open_store
 from webtier.stores.base import SessionRecord
 
 __all__ = ["SessionMiddleware", "load_session"]
+
+Headers = Iterable[tuple[bytes, bytes]]
 
 log = logging.getLogger("webtier.sessions")
 
@@ -119,9 +120,9 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        session = self._session_for(scope)
+        session = _RequestSession(self, scope["headers"], asyncio.get_running_loop())
         scope["session"] = session
-        if self._preload and not session.loaded:
+        if self._preload and session.needs_load:
             try:
                 await session.load()
             except StoreUnavailable:
@@ -137,10 +138,9 @@ class SessionMiddleware:
         async def send_with_session(message: Message) -> None:
             nonlocal response_started
             if message["type"] == "http.response.start" and not response_started:
-                message = await self._commit(session, message)
-                await send(message)
+                if session.loaded:  # a request that never touched its session has nothing to save
+                    message = await self._commit(session, message)
                 response_started = True
-                return
             await send(message)
 
         try:
@@ -151,43 +151,10 @@ class SessionMiddleware:
             log.warning("session store unavailable: answering 503")
             await self._unavailable(send)
 
-    def _session_for(self, scope: Scope) -> Session:
-        session_id = self._cookie_value(scope)
-        if session_id is None:
-            return Session(None, self.codec, degrade_on_error=self._degrade)
-        key = hash_session_id(session_id)
-        store, clock = self.store, self.clock
-        loop = asyncio.get_running_loop()
-        loop_thread = threading.get_ident()
-
-        async def load_async() -> SessionRecord | None:
-            SESSION_COUNTERS["loads"] += 1
-            return await store.load(key, clock())
-
-        def load_sync() -> SessionRecord | None:
-            if store.inline_reads:
-                SESSION_COUNTERS["loads"] += 1
-                return store.load_now(key, clock())
-            if threading.get_ident() != loop_thread:  # a sync endpoint in a worker thread may wait
-                return asyncio.run_coroutine_threadsafe(load_async(), loop).result()
-            raise SessionNotLoaded(
-                "this store is read over the network: await webtier.load_session(request) before "
-                "using request.session, or keep SessionMiddleware(preload='auto')"
-            )
-
-        return Session(
-            session_id,
-            self.codec,
-            load_sync=load_sync,
-            load_async=load_async,
-            degrade_on_error=self._degrade,
-            key=key,
-        )
-
-    def _cookie_value(self, scope: Scope) -> str | None:
+    def _cookie_value(self, headers: Headers) -> str | None:
         """The first well-formed session id among the request's cookies; anything else is ignored."""
         prefix = self._cookie_prefix
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name != b"cookie" or prefix not in value:
                 continue
             for part in value.split(b";"):
@@ -200,7 +167,7 @@ class SessionMiddleware:
 
     async def _commit(self, session: Session, message: Message) -> Message:
         plan = session.commit(self.clock(), self.config)
-        if session.loaded and (user := session.bound_user) is not None:
+        if (user := session.bound_user) is not None:
             saw_user(user)
         if plan.empty:
             return message
@@ -240,3 +207,47 @@ class SessionMiddleware:
     async def _unavailable(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
         await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+
+
+class _RequestSession(Session):
+    """One request's session: its id is read from the cookies, and its data from the store, on first use.
+
+    A request that never touches ``request.session`` therefore costs no cookie parsing, hashing or
+    store call.
+    """
+
+    __slots__ = ("_headers", "_loop", "_owner")
+
+    def __init__(self, owner: SessionMiddleware, headers: Headers, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(None, owner.codec, degrade_on_error=owner._degrade)
+        self._owner = owner
+        self._headers: Headers | None = headers
+        self._loop = loop
+
+    def _identify(self) -> None:
+        if self._headers is not None:
+            self._id = self._owner._cookie_value(self._headers)
+            self._had_cookie = self._id is not None
+            self._headers = None
+        super()._identify()
+
+    async def _fetch(self) -> SessionRecord | None:
+        key, owner = self._key, self._owner
+        assert key is not None  # _identify hashed the id
+        SESSION_COUNTERS["loads"] += 1
+        return await owner.store.load(key, owner.clock())
+
+    def _fetch_now(self) -> SessionRecord | None:
+        key, owner = self._key, self._owner
+        assert key is not None
+        if owner.store.inline_reads:
+            SESSION_COUNTERS["loads"] += 1
+            return owner.store.load_now(key, owner.clock())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a sync endpoint in a worker thread may wait for the event loop
+            return asyncio.run_coroutine_threadsafe(self._fetch(), self._loop).result()
+        raise SessionNotLoaded(
+            "this store is read over the network: await webtier.load_session(request) before "
+            "using request.session, or keep SessionMiddleware(preload='auto')"
+        )

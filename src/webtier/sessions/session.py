@@ -60,8 +60,33 @@ class Commit:
         return None
 
 
+_NOTHING = Commit()
+
+
 class Session(MutableMapping[str, Any]):
     """Session data for one request: a mutable mapping of JSON values, loaded lazily."""
+
+    __slots__ = (
+        "_changed",
+        "_cleared",
+        "_codec",
+        "_data",
+        "_degrade_on_error",
+        "_deleted",
+        "_frozen",
+        "_had_cookie",
+        "_id",
+        "_key",
+        "_load_async",
+        "_load_sync",
+        "_loaded",
+        "_logged_out",
+        "_record",
+        "_regenerate",
+        "_snapshots",
+        "_user",
+        "_user_changed",
+    )
 
     def __init__(
         self,
@@ -73,51 +98,72 @@ class Session(MutableMapping[str, Any]):
         degrade_on_error: bool = False,
         key: str | None = None,
     ) -> None:
+        # Only what a request that never touches its session needs; the rest is set on first access.
         self._id = session_id
-        self._key = key or (hash_session_id(session_id) if session_id else None)  # callers that hashed pass it
+        self._key = key  # the store key; hashed on first load unless the caller already did
         self._had_cookie = session_id is not None
         self._codec = codec
         self._load_sync = load_sync
         self._load_async = load_async
         self._degrade_on_error = degrade_on_error
-        self._loaded = session_id is None
-        self._record: SessionRecord | None = None
-        self._data: dict[str, Any] = {}
-        self._snapshots: dict[str, bytes] = {}
-        self._changed: set[str] = set()
-        self._deleted: set[str] = set()
-        self._cleared = False
-        self._user: str | None = None
-        self._user_changed = False
-        self._regenerate = False
-        self._logged_out: str | None = None
+        self._loaded = False
         self._frozen = False
+        self._user: str | None = None
+        self._record: SessionRecord | None = None
 
     # -- loading ----------------------------------------------------------------------------
 
     @property
     def loaded(self) -> bool:
+        """True once the session was read (or found to need no read); it never is if the request ignored it."""
         return self._loaded
+
+    @property
+    def needs_load(self) -> bool:
+        """True if first access would read the store: not loaded yet, and there is an id to look up."""
+        if self._loaded:
+            return False
+        self._identify()
+        return self._id is not None
 
     async def load(self) -> Session:
         """Load from the store without blocking; a no-op once loaded. Returns the session."""
         if not self._loaded:
-            if self._load_async is None:
-                raise SessionNotLoaded("this session has no store to load from")
+            self._identify()
+            if self._id is None:
+                self._adopt(None)
+                return self
             try:
-                self._adopt(await self._load_async())
+                self._adopt(await self._fetch())
             except StoreUnavailable as exc:
                 self._on_outage(exc)
         return self
 
     def _ensure(self) -> None:
         if not self._loaded:
-            if self._load_sync is None:
-                raise SessionNotLoaded("this session has no store to load from")
+            self._identify()
+            if self._id is None:
+                self._adopt(None)
+                return
             try:
-                self._adopt(self._load_sync())
+                self._adopt(self._fetch_now())
             except StoreUnavailable as exc:
                 self._on_outage(exc)
+
+    def _identify(self) -> None:
+        """Settle the id and its store key before a load (a subclass may read the id lazily)."""
+        if self._key is None and self._id is not None:
+            self._key = hash_session_id(self._id)
+
+    async def _fetch(self) -> SessionRecord | None:
+        if self._load_async is None:
+            raise SessionNotLoaded("this session has no store to load from")
+        return await self._load_async()
+
+    def _fetch_now(self) -> SessionRecord | None:
+        if self._load_sync is None:
+            raise SessionNotLoaded("this session has no store to load from")
+        return self._load_sync()
 
     def _on_outage(self, exc: StoreUnavailable) -> None:
         if not self._degrade_on_error:
@@ -125,9 +171,21 @@ class Session(MutableMapping[str, Any]):
         log.warning("session store unavailable, serving an empty unsaved session: %s", exc)
         self.degrade()
 
+    def _start(self) -> None:
+        """Set up the request's record of changes (on first access, never for an untouched session)."""
+        self._loaded = True
+        self._data: dict[str, Any] = {}
+        self._snapshots: dict[str, bytes] = {}
+        self._changed: set[str] = set()
+        self._deleted: set[str] = set()
+        self._cleared = False
+        self._user_changed = False
+        self._regenerate = False
+        self._logged_out: str | None = None
+
     def _adopt(self, record: SessionRecord | None) -> None:
         """Take what the store returned; an unknown or expired id becomes a fresh session."""
-        self._loaded = True
+        self._start()
         if record is None:
             self._id = self._key = None
             return
@@ -137,10 +195,9 @@ class Session(MutableMapping[str, Any]):
 
     def degrade(self) -> None:
         """The store is down: serve an empty session and never save it."""
-        self._loaded = True
+        self._start()
         self._frozen = True
         self._record = None
-        self._data = {}
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -297,7 +354,7 @@ class Session(MutableMapping[str, Any]):
     def commit(self, now: float, config: SessionConfig) -> Commit:
         """Decide what to store and which cookie to send; raises SessionEncodeError for non-JSON values."""
         if not self._loaded or self._frozen:
-            return Commit()
+            return _NOTHING
         logout = self._logged_out
         record = self._record
         empty = not self._data and self._user is None
