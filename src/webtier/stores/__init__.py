@@ -1,13 +1,20 @@
 """Session stores, chosen by URL.
 
-==========================  ===============================================
-``memory://``               this process only (the stateful baseline, tests)
-``sqlite:///rel/path.db``   embedded default, shared by the processes of one machine
+===================================  ===============================================
+``memory://``                        this process only (the stateful baseline, tests)
+``sqlite:///rel/path.db``            embedded default, shared by the processes of one machine
 ``sqlite:////abs/path.db``
-``redis://host:port/db``    Redis (also ``rediss://`` and ``redis+sentinel://``)
-``postgresql://...``        PostgreSQL
-``cluster:///relay.sock``   each worker holds every session, replicated via a relay (baseline)
-==========================  ===============================================
+``redis://host:port/db``             Redis (also ``rediss://`` and ``redis+sentinel://``)
+``postgresql://...``                 PostgreSQL
+``cluster:///relay.sock``            each worker holds every session, replicated via a relay (baseline)
+``sharded://?shard=URL&...``         each session on one of several stores, by consistent hashing
+``replicated://?replica=URL&...``    every session on several stores; reads fail over
+===================================  ===============================================
+
+In the two composite URLs each child store's URL is a query value, repeated once per child
+(``sharded://?shard=redis://10.0.0.1:6379/0&shard=redis://10.0.0.2:6379/0``), percent-encoded where
+it contains ``&`` or ``%``; :mod:`webtier.stores.sharded` and :mod:`webtier.stores.replicated` list
+their options. Options passed to :func:`open_store` go to every child.
 
 Backends are imported lazily, so a missing optional client library only
 matters to the URL that needs it.
@@ -33,6 +40,8 @@ _BACKENDS: dict[str, str] = {
     "postgresql": "webtier.stores.postgres:PostgresStore",
     "postgres": "webtier.stores.postgres:PostgresStore",
     "cluster": "webtier.stores.clustered:ClusteredStore",
+    "sharded": "webtier.stores.sharded:ShardedStore",
+    "replicated": "webtier.stores.replicated:ReplicatedStore",
 }
 
 
