@@ -108,6 +108,24 @@ def test_worker_settings_round_trip_through_env() -> None:
     assert WorkerSettings.from_env({}).secure_cookies is True  # secure unless told otherwise
 
 
+@pytest.mark.parametrize("strategy", ["round_robin", "consistent_hash", "sticky"])
+def test_known_strategies(strategy: str) -> None:
+    assert load_config({"strategy": strategy}, env={}, toml_path=None).balancing == strategy
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WEBTIER_WORKER_PORT": "http"}, "WEBTIER_WORKER_PORT must be a whole number, not 'http'"),
+        ({"WEBTIER_HEARTBEAT_FD": "pipe"}, "WEBTIER_HEARTBEAT_FD must be a whole number, not 'pipe'"),
+        ({"WEBTIER_COOKIE_SECURE": "sometimes"}, "WEBTIER_COOKIE_SECURE must be true or false"),
+    ],
+)
+def test_invalid_worker_env(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WorkerSettings.from_env(env)
+
+
 # -- errors name the setting --------------------------------------------------------------------
 
 
@@ -123,6 +141,11 @@ def test_worker_settings_round_trip_through_env() -> None:
         ({"app": ":attr"}, "app ':attr'"),
         ({"app": "module:"}, "app 'module:'"),
         ({"store": "not-a-url"}, "store 'not-a-url' is not a URL"),
+        ({"strategy": "nope"}, r"^strategy must be one of round_robin, .*, sticky, not 'nope'$"),
+        ({"strategy": ""}, r"^strategy must be one of .*, not ''$"),
+        ({"workers": 0}, r"^worker bounds must satisfy 1 <= min_workers <= max_workers, not 0..0$"),
+        ({"min_workers": 3, "max_workers": 2}, r"not 3..2$"),
+        ({"mode": "sticky", "strategy": "round_robin"}, "sticky mode pins users"),
     ],
 )
 def test_invalid_flags(flags: dict[str, Any], message: str) -> None:
@@ -143,6 +166,7 @@ def test_equal_ports_from_env() -> None:
         ({"WEBTIER_PORT": "eighty"}, "WEBTIER_PORT must be a number, not 'eighty'"),
         ({"WEBTIER_ADMIN_PORT": "99999"}, r"^admin_port must be a TCP port"),
         ({"WEBTIER_STORE": "nourl"}, "store 'nourl'"),
+        ({"WEBTIER_STRATEGY": "fastest"}, "strategy must be one of .*, not 'fastest'"),
     ],
 )
 def test_invalid_env(env: dict[str, str], message: str) -> None:

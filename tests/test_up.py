@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import json
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +21,24 @@ import httpx
 import pytest
 
 from tests.servers import free_port, wait_for_port
+from webtier.config import UpConfig
+from webtier.sessions.codec import Codec
+from webtier.sessions.ids import hash_session_id
+from webtier.stores import open_store
+from webtier.up import Tier
 
 pytestmark = pytest.mark.timeout(180)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def clean_env() -> dict[str, str]:
-    """The test's environment without WEBTIER_* settings, and a wide terminal for rich tables."""
+    """The test's environment without WEBTIER_* settings, a wide terminal for rich tables, and
+    ``tests`` importable by workers (for ``--app tests.user_apps:...``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBTIER_")}
     env["COLUMNS"] = "200"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -236,6 +248,65 @@ def test_admin_port_is_bound_to_loopback_even_when_the_app_is_public(tmp_path: P
     assert up.stop() == 0
 
 
+@pytest.mark.parametrize("app", ["tests.user_apps:asgi_app", "tests.user_apps:wsgi_app"])
+def test_a_users_app_keeps_its_sessions_in_the_store_up_was_given(tmp_path: Path, launcher: Launcher, app: str) -> None:
+    """The app's session middleware is given no store: `--store` and the cookie setting reach it."""
+    port, admin = free_port(), free_port()
+    store_url = f"sqlite:///{tmp_path / 'users.db'}"
+    up = launcher.up("--app", app, "--no-factory", "--workers", 1, "--store", store_url, port=port, admin=admin)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        r = c.post("/login/alice")
+        assert r.status_code == 200, r.text
+        assert "secure" not in cookie_attributes(r.headers["set-cookie"])  # plain http on loopback
+        cookie = r.cookies["session"]
+        assert c.get("/whoami").json() == {"user": "alice"}
+    assert up.stop() == 0
+    assert "Traceback" not in up.output(), up.output()
+
+    store = open_store(store_url)
+    try:
+        key = hash_session_id(cookie)
+        record = store.load_now(key, time.time())
+        assert record is not None
+        assert record.user == "alice"
+        assert Codec().decode(key, "user", record.data["user"]) == "alice"
+    finally:
+        asyncio.run(store.close())
+    assert not (tmp_path / ".webtier").exists()  # the embedded default store (relative to cwd) was not used
+
+
+def test_scale_answers_400_to_anything_but_a_whole_number(tmp_path: Path) -> None:
+    tier = Tier(UpConfig(store="memory://", min_workers=1, max_workers=3), echo=False)
+    admin = tier._admin(tier.balancer.backends)
+
+    async def post(content: bytes) -> httpx.Response:
+        transport = httpx.ASGITransport(app=admin)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as c:
+            return await c.post("/scale", content=content, headers={"content-type": "application/json"})
+
+    for body in (
+        b'{"workers": Infinity}',
+        b'{"workers": NaN}',
+        b'{"workers": 1e999}',
+        b'{"workers": 2.5}',
+        b'{"workers": "2"}',
+        b'{"workers": true}',
+        b'{"workers": null}',
+        b"{}",
+        b"[2]",
+        b"two",
+    ):
+        r = asyncio.run(post(body))
+        assert r.status_code == 400, (body, r.text)
+        assert r.json() == {"error": 'send {"workers": N}, N a whole number'}
+    assert tier.supervisor.commands.empty()
+    r = asyncio.run(post(b'{"workers": 4}'))
+    assert (r.status_code, r.json()) == (400, {"error": "workers must be within 1..3"})
+    r = asyncio.run(post(b'{"workers": 2}'))
+    assert (r.status_code, r.json()) == (202, {"scale": 2})
+    assert tier.supervisor.commands.get_nowait() == ("scale", 2)
+
+
 # -- clean failures -------------------------------------------------------------------------------
 
 
@@ -269,6 +340,30 @@ def test_a_port_in_use_fails_cleanly(tmp_path: Path, busy: str) -> None:
     assert "Traceback" not in output, output
     assert result.returncode != 0
     assert f"127.0.0.1:{taken}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "fastest"], "strategy must be one of round_robin,"),
+        (["--workers", 0], "worker bounds must satisfy 1 <= min_workers <= max_workers, not 0..0"),
+        (["--min-workers", 3, "--max-workers", 2], "not 3..2"),
+        (["--workers", 65], "max_workers 65 is more than 64"),
+        (["--port", 65536], "port must be a TCP port (1-65535), not 65536"),
+        (["--app", "no-colon"], "app 'no-colon' must look like 'package.module:attribute'"),
+        (["--store", "nosuch://x"], "unknown store scheme 'nosuch'"),
+    ],
+)
+def test_bad_options_fail_in_one_line_before_anything_is_opened(
+    tmp_path: Path, args: list[object], message: str
+) -> None:
+    result = run_cli(tmp_path, "up", "--admin-port", free_port(), *args)
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert result.returncode in (1, 2), result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / ".webtier").exists()  # the default store was not opened
 
 
 def test_status_without_a_running_admin_api_fails_cleanly(tmp_path: Path) -> None:

@@ -78,6 +78,13 @@ class UpConfig:
             raise ConfigError(f"max_workers {high} is more than 64")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.strategy is not None:
+            # Checked here, before `webtier up` opens the store or binds a port (imported late: the
+            # balancer is not needed to read settings, and workers read them too).
+            from webtier.balancer.strategies import STRATEGIES
+
+            if self.strategy not in STRATEGIES:
+                raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         if self.mode == "sticky" and self.strategy not in (None, "sticky"):
             raise ConfigError("sticky mode pins users with the sticky strategy; leave --strategy unset")
         if not self.scale_target > 0 or not self.scale_down_window >= 0:
@@ -115,7 +122,14 @@ class UpConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerSettings:
-    """What a worker process learns from its supervisor (through the environment)."""
+    """What a worker process learns from its supervisor (through the environment).
+
+    Session middlewares built without a store (``SessionMiddleware(app)``, also the WSGI and Flask
+    adapters) take ``store``, ``secure_cookies`` and ``on_store_error`` from here, so a user's app run
+    by ``webtier up --app`` follows its ``--store``, ``--mode`` and cookie settings. Outside
+    ``webtier up``, unset variables leave the defaults: the embedded SQLite store, Secure cookies and
+    ``fail``.
+    """
 
     worker_id: str
     store: str = DEFAULT_STORE
@@ -154,12 +168,19 @@ class WorkerSettings:
             secure_cookies=_parse_bool("WEBTIER_COOKIE_SECURE", env.get("WEBTIER_COOKIE_SECURE", "1")),
             app=env.get("WEBTIER_WORKER_APP") or DEFAULT_APP,
             factory=_parse_bool("WEBTIER_WORKER_FACTORY", env.get("WEBTIER_WORKER_FACTORY", "1")),
-            port=int(env.get("WEBTIER_WORKER_PORT") or 0),
-            heartbeat_fd=int(fd) if fd else None,
+            port=_parse_int("WEBTIER_WORKER_PORT", env.get("WEBTIER_WORKER_PORT") or "0"),
+            heartbeat_fd=_parse_int("WEBTIER_HEARTBEAT_FD", fd) if fd else None,
             log_format="json" if env.get("WEBTIER_LOG_FORMAT") == "json" else "console",
             access_log=_parse_bool("WEBTIER_ACCESS_LOG", env.get("WEBTIER_ACCESS_LOG", "0")),
             on_store_error="degrade" if env.get("WEBTIER_ON_STORE_ERROR") == "degrade" else "fail",
         )
+
+
+def _parse_int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
 
 
 def _parse_bool(name: str, value: str) -> bool:

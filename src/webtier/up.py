@@ -107,9 +107,11 @@ class Tier:
         async def scale(request: Request) -> JSONResponse:
             try:
                 body = await request.json()
-                count = int(body["workers"])
-            except (ValueError, KeyError, TypeError):
-                return JSONResponse({"error": 'send {"workers": N}'}, status_code=400)
+            except ValueError:
+                body = None
+            count = body.get("workers") if isinstance(body, dict) else None
+            if isinstance(count, bool) or not isinstance(count, int):  # also NaN, Infinity, 2.5, "3"
+                return JSONResponse({"error": 'send {"workers": N}, N a whole number'}, status_code=400)
             low, high = self.config.pool_bounds
             if not low <= count <= high:
                 return JSONResponse({"error": f"workers must be within {low}..{high}"}, status_code=400)

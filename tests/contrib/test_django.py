@@ -168,3 +168,24 @@ def test_non_json_values_are_refused_at_save(store: SyncStore) -> None:
     s["when"] = object()
     with pytest.raises(TypeError, match="when"):
         s.save()
+
+
+def test_without_a_store_setting_the_engine_uses_the_store_webtier_up_was_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'up.db'}"
+    monkeypatch.setenv("WEBTIER_STORE", url)  # as `webtier up --store URL` sets it for its workers
+    with override_settings():
+        from django.conf import settings
+
+        from webtier.contrib.django import _configured
+
+        del settings.WEBTIER_SESSION_STORE  # undone when override_settings ends
+        assert not hasattr(settings, "WEBTIER_SESSION_STORE")
+
+        sync, _ = _configured()
+        assert repr(sync) == f"<SyncStore {url}>"
+        s = SessionStore()
+        s["n"] = 1
+        s.save()
+        assert sync.load(hash_session_id(s.session_key), time.time()) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -171,3 +172,33 @@ def test_outage_degrade_serves_an_empty_unsaved_session(durable_redis: RedisServ
         durable_redis.start_again()
     assert client.get("/read").json["data"] == {"cart": ["apple"]}
     store.close()
+
+
+def test_a_left_out_store_and_cookie_flag_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in [n for n in os.environ if n.startswith("WEBTIER_")]:
+        monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'up.db'}"
+    monkeypatch.setenv("WEBTIER_STORE", url)  # as `webtier up --store URL` sets it for its workers
+    monkeypatch.setenv("WEBTIER_COOKIE_SECURE", "0")
+    monkeypatch.setenv("WEBTIER_ON_STORE_ERROR", "degrade")
+    app = Flask(__name__)
+    interface = init_app(app)
+
+    @app.post("/login/<user>")
+    def login(user: str) -> str:
+        session.user_id = user
+        session["user"] = user
+        return "ok"
+
+    check = SyncStore(url)
+    try:
+        response = app.test_client().post("/login/alice")
+        assert "Secure" not in response.headers["Set-Cookie"]
+        record = check.load(hash_session_id(cookie_of(response)), time.time())
+        assert record is not None and record.user == "alice"
+        assert interface.sessions.config.on_store_error == "degrade"
+    finally:
+        check.close()
+        interface.sessions.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client, TestResponse
 
-from tests.contrib.apps import make_wsgi_app
+from tests.contrib.apps import make_wsgi_app, wsgi_endpoints
 from tests.servers import RedisServer, redis_server
 from webtier.contrib.wsgi import SessionMiddleware
 from webtier.exceptions import StoreUnavailable
@@ -223,3 +224,39 @@ def test_middleware_takes_the_asgi_keywords(tmp_path: Path) -> None:
     assert app.sessions.config.absolute_timeout == 60
     assert app.sessions.config.session_cookie == "sid"
     app.sessions.store.close()
+
+
+def test_a_left_out_store_and_cookie_flag_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in [n for n in os.environ if n.startswith("WEBTIER_")]:
+        monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'up.db'}"
+    monkeypatch.setenv("WEBTIER_STORE", url)  # as `webtier up --store URL` sets it for its workers
+    monkeypatch.setenv("WEBTIER_COOKIE_SECURE", "0")
+    app = SessionMiddleware(wsgi_endpoints)
+    check = SyncStore(url)
+    try:
+        response = Client(app).post("/login/alice")
+        assert "Secure" not in response.headers["Set-Cookie"]
+        record = check.load(hash_session_id(cookie_of(response)), time.time())
+        assert record is not None and record.user == "alice"
+        assert app.sessions.config.on_store_error == "fail"
+    finally:
+        check.close()
+        app.sessions.store.close()
+
+
+def test_outside_webtier_up_a_left_out_store_is_the_embedded_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in [n for n in os.environ if n.startswith("WEBTIER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    app = SessionMiddleware(wsgi_endpoints)
+    try:
+        assert repr(app.sessions.store) == "<SyncStore sqlite:///.webtier/sessions.db>"
+        assert app.sessions.config.https_only is True
+    finally:
+        app.sessions.store.close()
+    assert (tmp_path / ".webtier" / "sessions.db").exists()

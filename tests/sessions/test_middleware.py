@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
 
-from tests.sessions.apps import make_app
+from tests.sessions.apps import login, make_app
+from webtier import SessionMiddleware
 from webtier.sessions.ids import hash_session_id
-from webtier.stores import Store
+from webtier.stores import Store, open_store
+from webtier.stores.memory import MemoryStore
+from webtier.stores.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -185,3 +193,63 @@ async def test_clear_logs_out_like_starlette(store: Store) -> None:
         r = await c.post("/clear")
         assert "Max-Age=0" in r.headers["set-cookie"]
     assert await store.load(hash_session_id(cookie), 0) is None
+
+
+# -- settings left out come from the worker's environment (what `webtier up` was given) ---------------
+
+
+def _without_webtier_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("WEBTIER_")]:
+        monkeypatch.delenv(name)
+
+
+async def test_a_left_out_store_and_cookie_flag_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _without_webtier_env(monkeypatch)
+    url = f"sqlite:///{tmp_path / 'up.db'}"
+    monkeypatch.setenv("WEBTIER_STORE", url)  # as `webtier up --store URL` sets it for its workers
+    monkeypatch.setenv("WEBTIER_COOKIE_SECURE", "0")
+    monkeypatch.setenv("WEBTIER_ON_STORE_ERROR", "degrade")
+    app = Starlette(
+        routes=[Route("/login/{user}", login, methods=["POST"])], middleware=[Middleware(SessionMiddleware)]
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        r = await c.post("/login/alice")
+    assert r.status_code == 200
+    assert "Secure" not in r.headers["set-cookie"]
+    store = open_store(url)
+    try:
+        record = await store.load(hash_session_id(r.cookies["session"]), time.time())
+        assert record is not None and record.user == "alice"
+    finally:
+        await store.close()
+    middleware = SessionMiddleware(Starlette())
+    assert middleware.config.on_store_error == "degrade"
+    await middleware.store.close()
+
+
+async def test_outside_webtier_up_a_left_out_store_is_the_embedded_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _without_webtier_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    middleware = SessionMiddleware(Starlette())
+    try:
+        assert isinstance(middleware.store, SQLiteStore)
+        assert middleware.store.path == Path(".webtier/sessions.db")
+        assert middleware.config.https_only is True
+        assert middleware.config.on_store_error == "fail"
+    finally:
+        await middleware.store.close()
+
+
+async def test_given_settings_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBTIER_STORE", "nosuch://never-opened")
+    monkeypatch.setenv("WEBTIER_COOKIE_SECURE", "0")
+    monkeypatch.setenv("WEBTIER_ON_STORE_ERROR", "degrade")
+    store = MemoryStore()
+    middleware = SessionMiddleware(Starlette(), store, https_only=True, on_store_error="fail")
+    assert middleware.store is store
+    assert middleware.config.https_only is True
+    assert middleware.config.on_store_error == "fail"

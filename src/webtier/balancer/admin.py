@@ -1,7 +1,26 @@
-"""The balancer's admin API (loopback only): status, backend add/drain/remove, strategy, metrics."""
+"""The balancer's admin API (loopback only): status, backend add/drain/remove, strategy, metrics.
+
+=====================================  ==========================================================
+``GET /status``, ``GET /metrics``      the backends (also as ``workers``); Prometheus text
+``POST /backends``                     ``{"url": "http://127.0.0.1:9001", "weight": 1, "ready": false}``
+                                       (``weight``: a whole number from 1 to 256; ``ready``: skip the
+                                       first health check)
+``POST /backends/{id}/drain``          ``?timeout=S``: wait at most S seconds (0 to 3600; default the
+                                       balancer's ``drain_timeout``) for requests in flight, then remove
+``DELETE /backends/{id}``              remove at once
+``PUT /strategy`` (or ``POST``)        ``{"strategy": "round_robin"}``
+=====================================  ==========================================================
+
+Bodies are JSON objects sent as ``application/json`` (a browser page cannot send that to loopback
+without a CORS preflight, which this API never grants). Bad input is answered ``400`` (``415`` for
+another content type, ``404`` for an unknown backend, ``409`` for one already there) with
+``{"error": "..."}`` naming the problem; nothing changes then.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from webtier.balancer.backends import BackendSet
-from webtier.balancer.config import parse_backend
+from webtier.balancer.config import MAX_DRAIN_TIMEOUT, MAX_WEIGHT, parse_backend
 from webtier.exceptions import ConfigError
 
 __all__ = ["admin_app"]
@@ -37,36 +56,58 @@ def admin_app(
         return Response(generate_latest(backends.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def add(request: Request) -> JSONResponse:
-        body = await _json(request)
+        body = await _json_object(request, allowed=("url", "weight", "ready"))
+        if isinstance(body, JSONResponse):
+            return body
+        url, weight, ready = body.get("url"), body.get("weight", 1), body.get("ready", False)
+        if "url" not in body:
+            return _error(400, 'the body needs "url", e.g. {"url": "http://127.0.0.1:9001"}')
+        if not isinstance(url, str):
+            return _error(400, f'"url" must be a string such as "http://127.0.0.1:9001", not {_show(url)}')
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            return _error(400, f'"weight" must be a whole number from 1 to {MAX_WEIGHT}, not {_show(weight)}')
+        if not isinstance(ready, bool):
+            return _error(400, f'"ready" must be true or false, not {_show(ready)}')
         try:
-            address = parse_backend(str(body.get("url", "")), int(body.get("weight", 1)))
-            backends.add(address, ready=bool(body.get("ready", False)))
-        except (ConfigError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            address = parse_backend(url, weight)
+        except ConfigError as exc:
+            return _error(400, str(exc))
+        if address.id in backends.members:
+            return _error(409, f"backend {address.id} is already registered")
+        backends.add(address, ready=ready)
         return JSONResponse({"added": address.id}, status_code=201)
 
     async def drain(request: Request) -> JSONResponse:
         backend_id = request.path_params["backend"]
+        raw = request.query_params.get("timeout")
+        within = None if raw is None else _seconds(raw)
+        if within is not None and not 0 <= within <= MAX_DRAIN_TIMEOUT:
+            return _error(400, f"timeout must be a number of seconds from 0 to {MAX_DRAIN_TIMEOUT:g}, not {raw!r}")
         if backend_id not in backends.members:
-            return JSONResponse({"error": f"no backend {backend_id}"}, status_code=404)
-        timeout = request.query_params.get("timeout")
-        drained = await backends.drain(backend_id, float(timeout) if timeout else None)
+            return _error(404, f"no backend {backend_id}")
+        drained = await backends.drain(backend_id, within)
         return JSONResponse({"drained": backend_id, "complete": drained})
 
     async def remove(request: Request) -> JSONResponse:
         backend_id = request.path_params["backend"]
-        try:
-            backends.remove(backend_id)
-        except ConfigError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
+        if backend_id not in backends.members:
+            return _error(404, f"no backend {backend_id}")
+        backends.remove(backend_id)
         return JSONResponse({"removed": backend_id})
 
     async def strategy(request: Request) -> JSONResponse:
-        name = str((await _json(request)).get("strategy", ""))
+        body = await _json_object(request, allowed=("strategy",))
+        if isinstance(body, JSONResponse):
+            return body
+        name = body.get("strategy")
+        if "strategy" not in body:
+            return _error(400, 'the body needs "strategy", e.g. {"strategy": "round_robin"}')
+        if not isinstance(name, str):
+            return _error(400, f'"strategy" must be a strategy name such as "round_robin", not {_show(name)}')
         try:
             backends.set_strategy(name)
         except ConfigError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return _error(400, str(exc))
         return JSONResponse({"strategy": name})
 
     return Starlette(
@@ -82,9 +123,37 @@ def admin_app(
     )
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, *, allowed: Sequence[str]) -> dict[str, Any] | JSONResponse:
+    """The request's JSON object body, or the error answer that names what is wrong with it."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        got = f"not {media_type!r}" if media_type else "none was given"
+        return _error(415, f"send the body as JSON with content-type application/json ({got})")
     try:
         body = await request.json()
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return _error(400, f"the body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return _error(400, f"the body must be a JSON object, not {type(body).__name__}")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        return _error(400, f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(allowed)}")
+    return body
+
+
+def _seconds(text: str) -> float:
+    """``text`` as seconds; NaN (which no range check passes) if it is not a number."""
+    try:
+        return float(text)
     except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        return math.nan
+
+
+def _show(value: object) -> str:
+    """A JSON value as the client wrote it, shortened."""
+    shown = json.dumps(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

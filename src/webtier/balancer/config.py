@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from webtier.exceptions import ConfigError
 
-__all__ = ["BackendAddress", "BalancerConfig", "parse_address", "parse_backend"]
+__all__ = ["MAX_DRAIN_TIMEOUT", "MAX_WEIGHT", "BackendAddress", "BalancerConfig", "parse_address", "parse_backend"]
+
+# HAProxy's bound too; a weight multiplies the points a backend puts on consistent_hash's ring.
+MAX_WEIGHT = 256
+# No drain waits longer than this, whoever asks (the config's drain_timeout, or the admin API).
+MAX_DRAIN_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +34,24 @@ def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:
 
 
 def parse_backend(text: str, weight: int = 1) -> BackendAddress:
-    """``http://host:port`` (or ``host:port``), optionally ``...#weight=3``."""
+    """``http://host:port`` (or ``host:port``), optionally ``...#weight=3`` (1 to :data:`MAX_WEIGHT`)."""
     url = text if "://" in text else f"http://{text}"
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or parts.port is None:
-        raise ConfigError(f"backend {text!r} must look like http://127.0.0.1:9001")
+    example = f"backend {text!r} must look like http://127.0.0.1:9001"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a ValueError for a port that is not a number or beyond 65535
+    except ValueError:
+        raise ConfigError(example) from None
+    if parts.scheme != "http" or not parts.hostname or port is None or port == 0:
+        raise ConfigError(example)
     if parts.fragment.startswith("weight="):
         try:
             weight = int(parts.fragment[7:])
         except ValueError:
             raise ConfigError(f"backend {text!r}: weight must be a whole number") from None
-    if weight < 1:
-        raise ConfigError(f"backend {text!r}: weight must be at least 1")
-    return BackendAddress(f"{parts.hostname}:{parts.port}", parts.hostname, parts.port, weight)
+    if not 1 <= weight <= MAX_WEIGHT:
+        raise ConfigError(f"backend {text!r}: weight must be 1 to {MAX_WEIGHT}, not {weight}")
+    return BackendAddress(f"{parts.hostname}:{port}", parts.hostname, port, weight)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,13 +80,19 @@ class BalancerConfig:
 
     def __post_init__(self) -> None:
         if self.admin_port is not None:
-            if not ipaddress.ip_address(self.admin_host).is_loopback:
-                raise ConfigError(f"the admin API listens on loopback only, not {self.admin_host!r}")
+            if self.admin_host == "localhost":  # a name could resolve anywhere: bind the IPv4 loopback
+                object.__setattr__(self, "admin_host", "127.0.0.1")
+            if not _is_loopback_ip(self.admin_host):
+                raise ConfigError(
+                    f"the admin API listens on loopback only (127.0.0.1, ::1 or localhost), not {self.admin_host!r}"
+                )
             if self.admin_port == self.listen_port:
                 raise ConfigError("the admin API is never on the public port")
         for name in ("header_timeout", "keepalive_timeout", "connect_timeout", "response_timeout", "drain_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {getattr(self, name)!r}")
+        if self.drain_timeout > MAX_DRAIN_TIMEOUT:
+            raise ConfigError(f"drain_timeout must be at most {MAX_DRAIN_TIMEOUT:g} s, not {self.drain_timeout!r}")
         for name in ("max_connections", "max_url_bytes", "max_header_bytes", "max_headers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -93,3 +110,10 @@ class BalancerConfig:
         except ValueError:
             return False
         return any(address in net for net in self._networks)
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -2,7 +2,7 @@
 
 Settings (all optional)::
 
-    WEBTIER_SESSION_STORE = "sqlite:///.webtier/sessions.db"   # or redis://..., postgresql://...
+    WEBTIER_SESSION_STORE = "sqlite:///.webtier/sessions.db"   # unset: webtier up's --store, else this
     WEBTIER_SESSION_STORE_OPTIONS = {}                          # keywords for webtier.open_store
     WEBTIER_SESSION_ENCRYPTION_KEYS = []                        # base64 AES keys: seal values at rest
     WEBTIER_SESSION_USER_KEY = "_auth_user_id"                  # field that binds a session to a user
@@ -12,6 +12,9 @@ How Django's sessions map onto the store:
 * **Keys.** Django makes and checks its own session keys (32 characters of
   ``[a-z0-9]``) and sets its own cookie (``SESSION_COOKIE_*`` settings). The store never
   sees a key: it keys the session by the key's SHA-256, as it does webtier's own ids.
+* **Cookie flags are Django's.** ``HttpOnly`` and ``SameSite=Lax`` are Django's defaults
+  too, but ``SESSION_COOKIE_SECURE`` defaults to ``False``: set it to ``True`` when serving
+  https (``manage.py check --deploy`` warns while it is not, ``security.W010``-``W012``).
 * **Fields.** Each key of Django's session dict (``_auth_user_id``, ``_session_expiry``,
   your own) is one field of the stored session, encoded on its own with webtier's codec:
   JSON, like Django's default ``JSONSerializer``, optionally AES-GCM sealed.
@@ -52,10 +55,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
     raise MissingDependency("django", "webtier.contrib.django") from exc
 
+from webtier.config import WorkerSettings
 from webtier.exceptions import SessionDecodeError, SessionEncodeError, StoreError
 from webtier.sessions.codec import Codec
 from webtier.sessions.ids import hash_session_id
-from webtier.sessions.sync import DEFAULT_STORE, SyncStore
+from webtier.sessions.sync import SyncStore
 from webtier.stores import Store
 from webtier.stores.base import SessionRecord, Write
 
@@ -79,7 +83,7 @@ def _backend(url: str, options: tuple[tuple[str, Any], ...], keys: tuple[str | b
 def _configured() -> tuple[SyncStore, Codec]:
     options: Mapping[str, Any] = getattr(settings, "WEBTIER_SESSION_STORE_OPTIONS", {})
     return _backend(
-        getattr(settings, "WEBTIER_SESSION_STORE", DEFAULT_STORE),
+        getattr(settings, "WEBTIER_SESSION_STORE", None) or WorkerSettings.from_env().store,
         tuple(sorted(options.items())),
         tuple(getattr(settings, "WEBTIER_SESSION_ENCRYPTION_KEYS", ())),
     )

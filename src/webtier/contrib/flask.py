@@ -35,7 +35,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from webtier.exceptions import StoreUnavailable
 from webtier.sessions.session import Session
 from webtier.sessions.sync import (
-    DEFAULT_STORE,
     UNAVAILABLE_BODY,
     UNAVAILABLE_HEADERS,
     SessionOptions,
@@ -160,11 +159,12 @@ class WebtierSessionInterface(SessionInterface):
 
     ``store`` is a store URL, a :class:`~webtier.stores.Store` or a
     :class:`~webtier.sessions.sync.SyncStore`; the other keywords are those of the ASGI
-    :class:`webtier.SessionMiddleware`. ``app.session_interface = WebtierSessionInterface(...)``
+    :class:`webtier.SessionMiddleware`; as there, a left-out ``store`` is the one ``webtier up`` was
+    given, else the embedded SQLite store. ``app.session_interface = WebtierSessionInterface(...)``
     or :func:`init_app` installs it.
     """
 
-    def __init__(self, store: SyncStore | Store | str = DEFAULT_STORE, **options: Unpack[SessionOptions]) -> None:
+    def __init__(self, store: SyncStore | Store | str | None = None, **options: Unpack[SessionOptions]) -> None:
         self.sessions = SyncSessions(store, **options)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
@@ -188,7 +188,7 @@ class WebtierSessionInterface(SessionInterface):
 
 
 def init_app(
-    app: Flask, store: SyncStore | Store | str = DEFAULT_STORE, **options: Unpack[SessionOptions]
+    app: Flask, store: SyncStore | Store | str | None = None, **options: Unpack[SessionOptions]
 ) -> WebtierSessionInterface:
     """Keep ``app``'s sessions in ``store``: the one line that makes a Flask app stateless."""
     interface = WebtierSessionInterface(store, **options)

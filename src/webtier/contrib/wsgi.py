@@ -23,7 +23,6 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from webtier.exceptions import StoreUnavailable
 from webtier.sessions.session import Session
 from webtier.sessions.sync import (
-    DEFAULT_STORE,
     UNAVAILABLE_BODY,
     UNAVAILABLE_HEADERS,
     SessionOptions,
@@ -119,11 +118,12 @@ class SessionMiddleware:
     ``store`` is a store URL (``sqlite:///.webtier/sessions.db``, ``redis://...``,
     ``postgresql://...``), a :class:`~webtier.stores.Store` or a
     :class:`~webtier.sessions.sync.SyncStore`. The other keywords are those of the ASGI
-    :class:`webtier.SessionMiddleware` (documented on :class:`~webtier.SessionConfig`).
+    :class:`webtier.SessionMiddleware` (documented on :class:`~webtier.SessionConfig`); as there,
+    a left-out ``store`` is the one ``webtier up`` was given, else the embedded SQLite store.
     """
 
     def __init__(
-        self, app: WSGIApplication, store: SyncStore | Store | str = DEFAULT_STORE, **options: Unpack[SessionOptions]
+        self, app: WSGIApplication, store: SyncStore | Store | str | None = None, **options: Unpack[SessionOptions]
     ) -> None:
         self.app = app
         self.sessions = SyncSessions(store, **options)

@@ -57,11 +57,13 @@ def _login(session: Session, user: str) -> None:
 def create_app(
     store: Store | str | None = None, *, worker_id: str | None = None, https_only: bool | None = None
 ) -> Starlette:
-    """The demo app; unset arguments come from the worker's environment (see :class:`WorkerSettings`)."""
+    """The demo app; unset arguments come from the worker's environment (:class:`WorkerSettings`), as
+    for any app that uses ``SessionMiddleware``. The store is opened here rather than by the middleware
+    so that the app's lifespan can join a cluster at startup and close the store at shutdown.
+    """
     settings = WorkerSettings.from_env()
     worker = worker_id or settings.worker_id
     session_store = open_store(store or settings.store) if not isinstance(store, Store) else store
-    secure = settings.secure_cookies if https_only is None else https_only
 
     async def whoami(request: Request) -> JSONResponse:
         session = await load_session(request)
@@ -131,7 +133,7 @@ def create_app(
         Route("/api/cart/{item:str}", remove, methods=["DELETE"]),
     ]
     middleware = [
-        Middleware(SessionMiddleware, store=session_store, https_only=secure, on_store_error=settings.on_store_error)
+        Middleware(SessionMiddleware, store=session_store, https_only=https_only)  # None: from the environment
     ]
 
     @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from webtier.config import WorkerSettings
 from webtier.exceptions import SessionNotLoaded, StoreUnavailable
 from webtier.sessions.codec import Codec
 from webtier.sessions.config import (
@@ -75,12 +76,17 @@ class SessionMiddleware:
     ``redis://127.0.0.1:6379/0``, ...). The other keywords are documented on
     :class:`SessionConfig`; ``max_age`` is Starlette's name for ``absolute_timeout``.
     ``encryption_keys`` (base64 or bytes; the first encrypts) seal every value at rest.
+
+    Left out (or None), ``store``, ``https_only`` and ``on_store_error`` come from the worker's
+    environment (:class:`webtier.config.WorkerSettings`): what ``webtier up`` was given for the app
+    it runs (``--store``, ``--mode``, ``--cookie-secure``), else the embedded SQLite store, Secure
+    cookies and ``"fail"``.
     """
 
     def __init__(
         self,
         app: ASGIApp,
-        store: Store | str,
+        store: Store | str | None = None,
         *,
         session_cookie: str = "session",
         idle_timeout: float = IDLE_TIMEOUT,
@@ -90,12 +96,17 @@ class SessionMiddleware:
         path: str = "/",
         domain: str | None = None,
         same_site: SameSite = "lax",
-        https_only: bool = True,
-        on_store_error: OnStoreError = "fail",
+        https_only: bool | None = None,
+        on_store_error: OnStoreError | None = None,
         preload: Preload = "auto",
         encryption_keys: Sequence[bytes | str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if store is None or https_only is None or on_store_error is None:
+            settings = WorkerSettings.from_env()
+            store = settings.store if store is None else store
+            https_only = settings.secure_cookies if https_only is None else https_only
+            on_store_error = settings.on_store_error if on_store_error is None else on_store_error
         self.app = app
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.config = SessionConfig(

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypedDict, TypeVar, Unpack
 
+from webtier.config import DEFAULT_STORE, WorkerSettings
 from webtier.exceptions import ConfigError, SessionError, StoreUnavailable
 from webtier.sessions.codec import Codec
 from webtier.sessions.config import OnStoreError, SameSite, SessionConfig
@@ -48,7 +49,6 @@ log = logging.getLogger("webtier.sessions")
 T = TypeVar("T")
 StoreCall = Callable[[Store], Coroutine[Any, Any, T]]
 
-DEFAULT_STORE = "sqlite:///.webtier/sessions.db"
 # The same answer the ASGI middleware gives while the store is down.
 UNAVAILABLE_BODY = b'{"error":"session store unavailable","retry":true}'
 UNAVAILABLE_HEADERS = [
@@ -287,9 +287,16 @@ class SyncSessions:
 
     ``store`` is a store URL, a :class:`~webtier.stores.Store` or a :class:`SyncStore`
     (to choose its timeout or share it). ``options`` are the ASGI middleware's keywords.
+    As there, a left-out ``store``, ``https_only`` or ``on_store_error`` comes from the
+    worker's environment (what ``webtier up`` was given), else the defaults.
     """
 
-    def __init__(self, store: SyncStore | Store | str = DEFAULT_STORE, **options: Unpack[SessionOptions]) -> None:
+    def __init__(self, store: SyncStore | Store | str | None = None, **options: Unpack[SessionOptions]) -> None:
+        if store is None or "https_only" not in options or "on_store_error" not in options:
+            settings = WorkerSettings.from_env()
+            store = settings.store if store is None else store
+            options.setdefault("https_only", settings.secure_cookies)
+            options.setdefault("on_store_error", settings.on_store_error)
         self.config = session_config(options)
         self.codec = Codec(options.get("encryption_keys", ()))
         self.clock: Callable[[], float] = options.get("clock", time.time)

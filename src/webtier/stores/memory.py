@@ -7,7 +7,9 @@ fake used by unit tests. It honours the full :class:`Store` contract.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from webtier.exceptions import ConfigError
 from webtier.stores.base import SessionInfo, SessionRecord, Write
 
 __all__ = ["MemoryStore"]
@@ -32,7 +34,9 @@ class MemoryStore:
         self._users: dict[str, set[str]] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryStore:
+    def from_url(cls, url: str, **options: Any) -> MemoryStore:
+        if options:
+            raise ConfigError(f"the memory store takes no options, not {', '.join(sorted(options))}")
         return cls()
 
     def __len__(self) -> int:
