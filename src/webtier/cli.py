@@ -63,7 +63,12 @@ def up(**flags: Any) -> None:
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, help="Public address host:port.")
 @click.option("--backend", "backend_urls", multiple=True, help="Backend URL (repeat), e.g. http://127.0.0.1:9001.")
 @click.option("--strategy", default="power_of_two", show_default=True, help="Balancing strategy.")
-@click.option("--admin", default="127.0.0.1:8081", show_default=True, help="Admin API address (loopback only).")
+@click.option(
+    "--admin",
+    default="127.0.0.1:8081",
+    show_default=True,
+    help="Admin API address: a loopback IP (127.0.0.1, [::1]) or localhost (binds 127.0.0.1), and a port.",
+)
 @click.option("--trusted-proxy", "trusted", multiple=True, help="CIDR whose X-Forwarded-For is extended, not replaced.")
 def balance(listen: str, backend_urls: tuple[str, ...], strategy: str, admin: str, trusted: tuple[str, ...]) -> None:
     """Run the HTTP load balancer in front of backends."""
@@ -89,6 +94,32 @@ def balance(listen: str, backend_urls: tuple[str, ...], strategy: str, admin: st
             trusted_proxies=trusted,
         )
         run(config)
+    except WebtierError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The geo TOML file: zone, data centers, client networks (see docs/geo.md).",
+)
+@click.option("--listen", help="UDP and TCP address host:port (overrides the file's listen).")
+@click.option(
+    "--admin", default="127.0.0.1:8053", show_default=True, help="Status and metrics address (loopback only)."
+)
+def geo(config_path: Path, listen: str | None, admin: str) -> None:
+    """Run the GeoDNS: answer each client with its nearest healthy data center."""
+    from webtier.balancer.config import parse_address
+    from webtier.geo.config import load_geo_config
+    from webtier.geo.server import run
+    from webtier.observability.logs import configure_logging
+
+    configure_logging("console")
+    try:
+        run(load_geo_config(config_path, listen=listen), parse_address(admin, what="--admin"))
     except WebtierError as exc:
         raise click.ClickException(str(exc)) from None
 
