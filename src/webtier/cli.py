@@ -221,6 +221,42 @@ def demo(
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.option("--queue", "queue_url", default="sqlite:///.webtier/queue.db", show_default=True, help="Queue URL.")
+@click.option("--topic", required=True, help="Topic to put the message on ([A-Za-z0-9_.-], at most 64).")
+@click.option("--delay", type=float, default=0.0, show_default=True, help="Seconds before it may be delivered.")
+@click.argument("message")
+def enqueue(queue_url: str, topic: str, delay: float, message: str) -> None:
+    """Put one JSON MESSAGE on a topic of the job queue; print its id."""
+    from webtier.queue.command import enqueue as put
+
+    try:
+        click.echo(put(queue_url, topic, message, delay=delay))
+    except WebtierError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--queue", "queue_url", default="sqlite:///.webtier/queue.db", show_default=True, help="Queue URL.")
+@click.option("--topic", required=True, help="Topic to consume.")
+@click.option("--handler", "handler_spec", required=True, help="module:function called with each message.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=1, show_default=True, help="Messages in flight.")
+@click.option("--lease", type=float, default=30.0, show_default=True, help="Seconds a handler has before a redelivery.")
+@click.option("--max-attempts", type=click.IntRange(1, 1000), default=5, show_default=True, help="Then dead-letter.")
+def consume(queue_url: str, topic: str, handler_spec: str, concurrency: int, lease: float, max_attempts: int) -> None:
+    """Process a topic's messages until SIGTERM/SIGINT (then finish those in flight and exit)."""
+    from webtier.observability.logs import configure_logging
+    from webtier.queue.command import consume as run
+
+    configure_logging("console")
+    try:
+        stats = run(queue_url, topic, handler_spec, concurrency=concurrency, lease=lease, max_attempts=max_attempts)
+    except WebtierError as exc:
+        raise click.ClickException(str(exc)) from None
+    if stats is not None:
+        click.echo(f"stopped: {stats.acked} acked, {stats.failed} failed, {stats.lost} lost", err=True)
+
+
 def _fetch_status(admin: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(f"http://{admin}/status", timeout=5) as response:

@@ -11,6 +11,9 @@ asyncpg, sqlite3) are translated where they occur and never leak unwrapped.
     │   └── MissingDependency  an optional package is not installed
     ├── StoreError             the session store misbehaved
     │   └── StoreUnavailable   the store cannot be reached right now
+    ├── QueueError             the job queue misbehaved (webtier.queue)
+    │   ├── QueueUnavailable   the queue's backend cannot be reached right now
+    │   └── MessageRejected    a bad topic, a payload that is not JSON or too large; nothing stored
     └── SessionError           the session was used wrongly
         ├── SessionNotLoaded   sync access to a session that must be awaited first
         ├── SessionEncodeError a value cannot be stored as JSON
@@ -23,7 +26,10 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "MessageRejected",
     "MissingDependency",
+    "QueueError",
+    "QueueUnavailable",
     "SessionDecodeError",
     "SessionEncodeError",
     "SessionError",
@@ -72,3 +78,15 @@ class SessionEncodeError(SessionError, TypeError):
 
 class SessionDecodeError(SessionError):
     """A stored value cannot be decoded: corrupt, or sealed with a key no longer configured."""
+
+
+class QueueError(WebtierError):
+    """The job queue (:mod:`webtier.queue`) failed in a way that is not a plain outage."""
+
+
+class QueueUnavailable(QueueError):
+    """The queue's backend cannot be reached (connection refused, timeout, locked)."""
+
+
+class MessageRejected(QueueError, ValueError):
+    """A message cannot be queued: bad topic, payload not JSON or over the size cap; nothing was stored."""
