@@ -16,26 +16,18 @@ one row per message, ``state`` and ``visible_at`` encode the transition table of
 * Pool and schema are created on first use (opening a queue never touches the network).
 """
 
-# ruff: noqa: S608  (the only name put into SQL text is the table, checked against _TABLE first)
+# ruff: noqa: S608  (the only name put into SQL text is the table, checked against pgpool.TABLE_NAME first)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
-from webtier.exceptions import ConfigError, QueueError, QueueUnavailable
+from webtier.exceptions import QueueError, QueueUnavailable
+from webtier.pgpool import LazyPool, check_postgres_url
 from webtier.queue.base import DeadLetter, Depth, Message, Payload
 from webtier.queue.rules import Limits, check_delay, check_lease, check_topic, decode_payload, encode_payload
 
 __all__ = ["PostgresQueue"]
-
-_TABLE = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 _NOW = "extract(epoch FROM now())::float8"
 
 _SCHEMA = """
@@ -52,41 +44,23 @@ CREATE INDEX IF NOT EXISTS {t}_live ON {t} (topic, visible_at, id) WHERE state <
 CREATE INDEX IF NOT EXISTS {t}_dead ON {t} (topic, visible_at, id) WHERE state = 2;
 """
 
-_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
-
-
-def _translate(exc: BaseException, *, lost: bool = False) -> QueueError:
-    state = getattr(exc, "sqlstate", None) or ""
-    if lost or isinstance(exc, (OSError, TimeoutError)) or state.startswith(("08", "57P")) or state == "53300":
-        return QueueUnavailable(f"postgresql queue unavailable: {type(exc).__name__}: {exc}")
-    return QueueError(f"postgresql queue failed: {type(exc).__name__}: {exc}")
-
-
-def _is_lost(conn: PoolConnectionProxy) -> bool:
-    try:
-        return conn.is_closed()
-    except asyncpg.InterfaceError:  # the pool detaches a connection from its proxy when it closes
-        return True
-
 
 class PostgresQueue:
     def __init__(
         self, dsn: str, *, table: str = "webtier_queue", pool_size: int = 10, timeout: float = 10.0, **limits: Any
     ) -> None:
-        if not isinstance(table, str) or not _TABLE.fullmatch(table):
-            raise ConfigError(f"postgresql queue table name {table!r} must match {_TABLE.pattern}")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ConfigError(f"postgresql pool_size must be a positive integer, not {pool_size!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"postgresql timeout must be a positive number of seconds, not {timeout!r}")
+        self._db = LazyPool(
+            dsn,
+            table=table,
+            schema=_SCHEMA.format(t=table),
+            pool_size=pool_size,
+            timeout=timeout,
+            what="postgresql queue",
+            unavailable=QueueUnavailable,
+            failed=QueueError,
+        )
         self.limits = Limits(**limits)
-        self._dsn = dsn
-        self._table = t = table  # validated above: safe to splice into SQL
-        self._pool_size = pool_size
-        self._timeout = float(timeout)
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-        self._closed = False
+        t = table  # LazyPool checked it against TABLE_NAME: safe to splice into SQL
         self._sql_put = (
             f"INSERT INTO {t} (topic, payload, visible_at, created)"
             f" VALUES ($1, $2, {_NOW} + $3::float8, {_NOW}) RETURNING id"
@@ -126,57 +100,20 @@ class PostgresQueue:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresQueue:
-        scheme, sep, _ = url.partition("://")
-        if not sep or scheme.lower() not in ("postgresql", "postgres"):
-            raise ConfigError(f"not a PostgreSQL URL: {url!r} (expected postgresql://user@host:port/db)")
+        check_postgres_url(url)
         return cls(url, **options)
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._closed:
-            raise QueueError("postgresql queue is closed")
-        async with self._lock:
-            if self._pool is None:
-                pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=0,
-                    max_size=self._pool_size,
-                    timeout=self._timeout,
-                    command_timeout=self._timeout,
-                )
-                try:
-                    async with pool.acquire() as conn, conn.transaction():
-                        # CREATE ... IF NOT EXISTS races on the catalogs across processes.
-                        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"webtier:{self._table}")
-                        await conn.execute(_SCHEMA.format(t=self._table))
-                except BaseException:
-                    pool.terminate()
-                    raise
-                self._pool = pool
-            return self._pool
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
-        try:
-            pool = self._pool or await self._get_pool()
-            async with pool.acquire() as conn:
-                try:
-                    yield conn
-                except _ERRORS as exc:
-                    raise _translate(exc, lost=_is_lost(conn)) from exc
-        except _ERRORS as exc:
-            raise _translate(exc) from exc
 
     async def put(self, topic: str, payload: Payload, *, delay: float = 0.0) -> str:
         check_topic(topic)
         data = encode_payload(payload, self.limits.max_payload)
         delay = check_delay(delay)
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             return str(await conn.fetchval(self._sql_put, topic, data, delay))
 
     async def get(self, topic: str, *, lease: float) -> Message | None:
         check_topic(topic)
         lease = check_lease(lease)
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             while True:
                 row = await conn.fetchrow(self._sql_claim, topic, self.limits.max_attempts, lease)
                 if row is None:
@@ -196,7 +133,7 @@ class PostgresQueue:
         delivery = self._delivery(message)
         if delivery is None:
             return False
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             status = await conn.execute(self._sql_ack, *delivery)
         return bool(status == "DELETE 1")
 
@@ -205,13 +142,13 @@ class PostgresQueue:
         delivery = self._delivery(message)
         if delivery is None:
             return False
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             status = await conn.execute(self._sql_release, *delivery, self.limits.max_attempts, delay)
         return bool(status == "UPDATE 1")
 
     async def depth(self, topic: str) -> Depth:
         check_topic(topic)
-        async with self._connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             await conn.execute(self._sql_settle, topic, self.limits.max_attempts)
             row = await conn.fetchrow(self._sql_depth, topic)
         assert row is not None  # an aggregate without GROUP BY always yields one row
@@ -219,18 +156,10 @@ class PostgresQueue:
 
     async def dead(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:
         check_topic(topic)
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             await conn.execute(self._sql_settle, topic, self.limits.max_attempts)
             rows = await conn.fetch(self._sql_dead, topic, max(limit, 0))
         return [DeadLetter(str(r[0]), topic, decode_payload(r[1]), r[2], r[3]) for r in rows]
 
     async def close(self) -> None:
-        self._closed = True
-        async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await asyncio.wait_for(pool.close(), self._timeout)
-        except _ERRORS:
-            pool.terminate()
+        await self._db.close()

@@ -19,24 +19,15 @@ Design:
   never touches the network.
 """
 
-# ruff: noqa: S608  (the only name put into SQL text is the table, checked against _TABLE first)
+# ruff: noqa: S608  (the only name put into SQL text is the table, checked against pgpool.TABLE_NAME first)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import re
-from collections.abc import AsyncIterator
-
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
-from webtier.exceptions import ConfigError, SessionNotLoaded, StoreError, StoreUnavailable
+from webtier.exceptions import SessionNotLoaded, StoreError, StoreUnavailable
+from webtier.pgpool import LazyPool, check_postgres_url
 from webtier.stores.base import SessionInfo, SessionRecord, Write
 
 __all__ = ["PostgresStore"]
-
-_TABLE = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
 # Field names are arbitrary Python strings, but PostgreSQL ``text`` cannot hold
 # NUL, so the name column is ``bytea`` holding the UTF-8 bytes of the name.
@@ -103,31 +94,6 @@ $$;
 
 
 # Everything asyncpg raises, plus socket errors and timeouts; nothing else is caught.
-_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
-
-
-def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        # 08: connection exception; 57P: admin/crash shutdown, cannot connect now;
-        # 53300: too many connections. All pass once the server is back.
-        state = exc.sqlstate or ""
-        return state.startswith(("08", "57P")) or state == "53300"
-    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
-
-
-def _translate(exc: Exception, *, lost: bool = False) -> StoreError:
-    if lost or _unavailable(exc):
-        return StoreUnavailable(f"postgresql store unavailable: {type(exc).__name__}: {exc}")
-    return StoreError(f"postgresql store failed: {type(exc).__name__}: {exc}")
-
-
-def _is_lost(conn: PoolConnectionProxy) -> bool:
-    try:
-        return conn.is_closed()
-    except asyncpg.InterfaceError:  # the pool detaches a connection from its proxy when it closes
-        return True
 
 
 class PostgresStore:
@@ -136,19 +102,17 @@ class PostgresStore:
     inline_reads = False
 
     def __init__(self, dsn: str, *, table: str = "webtier_sessions", pool_size: int = 10, timeout: float = 5.0) -> None:
-        if not isinstance(table, str) or not _TABLE.fullmatch(table):
-            raise ConfigError(f"postgresql table name {table!r} must match {_TABLE.pattern}")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ConfigError(f"postgresql pool_size must be a positive integer, not {pool_size!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"postgresql timeout must be a positive number of seconds, not {timeout!r}")
-        self._dsn = dsn
+        self._db = LazyPool(
+            dsn,
+            table=table,
+            schema=_SCHEMA.format(t=table),
+            pool_size=pool_size,
+            timeout=timeout,
+            what="postgresql store",
+            unavailable=StoreUnavailable,
+            failed=StoreError,
+        )
         self._table = table
-        self._pool_size = pool_size
-        self._timeout = float(timeout)
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-        self._closed = False
         t = table  # validated above: safe to splice into SQL
         self._sql_save = f"SELECT {t}_save($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         self._sql_load = (
@@ -163,58 +127,8 @@ class PostgresStore:
     def from_url(
         cls, url: str, *, table: str = "webtier_sessions", pool_size: int = 10, timeout: float = 5.0
     ) -> PostgresStore:
-        scheme, sep, _ = url.partition("://")
-        if not sep or scheme.lower() not in ("postgresql", "postgres"):
-            raise ConfigError(f"not a PostgreSQL URL: {url!r} (expected postgresql://user@host:port/db)")
+        check_postgres_url(url)
         return cls(url, table=table, pool_size=pool_size, timeout=timeout)
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._closed:
-            raise StoreError("postgresql store is closed")
-        if self._pool is not None:
-            return self._pool
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await self._open()
-            return self._pool
-
-    async def _open(self) -> asyncpg.Pool:
-        # timeout bounds connecting, command_timeout every statement; waiting for
-        # a free connection is not bounded, so bursts queue instead of failing
-        # (each holder is bounded, so the queue always drains).
-        pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=0,  # a floor would be re-dialled in the background, noisily, all through an outage
-            max_size=self._pool_size,
-            timeout=self._timeout,
-            command_timeout=self._timeout,
-        )
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                # Serialise schema setup across processes: CREATE ... IF NOT EXISTS
-                # and CREATE OR REPLACE FUNCTION both race on the catalogs.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"webtier:{self._table}")
-                await conn.execute(_SCHEMA.format(t=self._table))
-        except BaseException:
-            pool.terminate()
-            raise
-        return pool
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
-        """A pooled connection; every client error leaves as a StoreError."""
-        try:
-            pool = await self._get_pool()
-            async with pool.acquire() as conn:
-                try:
-                    yield conn
-                except _ERRORS as e:
-                    # A server that went away mid-call surfaces in many shapes (even
-                    # InternalClientError "another operation is in progress"); the
-                    # connection being closed is the one reliable sign of an outage.
-                    raise _translate(e, lost=_is_lost(conn)) from e
-        except _ERRORS as e:
-            raise _translate(e) from e
 
     def load_now(self, key: str, now: float) -> SessionRecord | None:
         raise SessionNotLoaded(
@@ -222,7 +136,7 @@ class PostgresStore:
         )
 
     async def load(self, key: str, now: float) -> SessionRecord | None:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             rows = await conn.fetch(self._sql_load, key, now)
         if not rows:
             return None
@@ -246,13 +160,13 @@ class PostgresStore:
             write.set_user,
             write.user,
         )
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             result = await conn.fetchval(self._sql_save, *args)
         return bool(result)
 
     async def _execute(self, sql: str, *args: object) -> int:
         """Run a DELETE; the number of rows it removed."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             status = await conn.execute(sql, *args)
         return int(status.rsplit(" ", 1)[-1])  # "DELETE <n>"
 
@@ -260,7 +174,7 @@ class PostgresStore:
         await self._execute(f"DELETE FROM {self._table} WHERE id = $1", key)
 
     async def sessions_of(self, user: str, now: float) -> list[SessionInfo]:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             rows = await conn.fetch(self._sql_sessions_of, user, now)
         return [SessionInfo(r["id"], r["created"], r["touched"], r["expires"]) for r in rows]
 
@@ -271,14 +185,4 @@ class PostgresStore:
         return await self._execute(f"DELETE FROM {self._table} WHERE expires <= $1", now)
 
     async def close(self) -> None:
-        self._closed = True
-        async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            # A graceful close waits for checked-out connections; don't let a
-            # dead server or a stuck caller hold shutdown hostage.
-            await asyncio.wait_for(pool.close(), self._timeout)
-        except _ERRORS:
-            pool.terminate()
+        await self._db.close()
