@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import PostgresServer, RedisServer, postgres_server, redis_server
+from tests.servers import PostgresServer, RedisCluster, RedisServer, postgres_server, redis_cluster, redis_server
 from webtier.stores import Store, open_store
 
 STORE_KINDS = ["memory", "sqlite", "redis", "postgresql"]
@@ -24,6 +24,12 @@ def anyio_backend() -> str:
 def redis() -> Iterator[RedisServer]:
     with redis_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[RedisCluster]:
+    with redis_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,70 @@ def redis_server(data_dir: Path | None = None, password: str | None = None) -> I
             server.stop()
 
 
+@dataclass
+class RedisCluster:
+    """Three redis-server masters in cluster mode, every slot assigned."""
+
+    ports: list[int]
+    procs: list[subprocess.Popen[bytes]]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus ports (+10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+@contextlib.contextmanager
+def redis_cluster(timeout: float = 30.0) -> Iterator[RedisCluster]:
+    binary = _require("redis-server", "redis-server")
+    cli = _require("redis-cli", "redis-tools")
+    ports = _cluster_ports(3)
+    with tempfile.TemporaryDirectory(prefix="webtier-cluster-") as directory:
+        procs = []
+        try:
+            for port in ports:
+                args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+                args += ["--cluster-node-timeout", "2000", "--dir", directory]
+                procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for port, proc in zip(ports, procs, strict=True):
+                wait_for_port(port, proc=proc)
+            create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0"]
+            subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
+            deadline = time.monotonic() + timeout
+            for port in ports:  # every node must agree the cluster is up before a client may use it
+                while (
+                    b"cluster_state:ok"
+                    not in subprocess.run(
+                        [cli, "-p", str(port), "cluster", "info"], capture_output=True, timeout=timeout
+                    ).stdout
+                ):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the redis cluster on {ports} did not come up in {timeout}s")
+                    time.sleep(0.05)
+            yield RedisCluster(ports, procs)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(10)
+
+
 def _pg_bindir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     if found:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import STORE_KINDS, store_url
-from tests.servers import PostgresServer, RedisServer
+from tests.servers import PostgresServer, RedisCluster, RedisServer
 from webtier.stores import Store, open_store
 from webtier.stores.memory import MemoryStore
 from webtier.stores.postgres import PostgresStore
@@ -19,6 +19,7 @@ from webtier.stores.replicated import ReplicatedStore
 from webtier.stores.sharded import ShardedStore
 
 COMPOSITE_KINDS = [
+    "redis-cluster",
     "sharded-memory",
     "sharded-sqlite",
     "sharded-redis",
@@ -37,6 +38,9 @@ def redis_db_url(server: RedisServer, db: int) -> str:
 
 def composite_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     n = next(_unique)
+    if kind == "redis-cluster":  # not a composite, but only the store suite needs a cluster
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster_server")
+        return open_store(cluster.url, prefix=f"rc{n}:")
     if kind == "sharded-memory":
         return ShardedStore([MemoryStore(), MemoryStore(), MemoryStore()])
     if kind == "sharded-sqlite":

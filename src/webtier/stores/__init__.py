@@ -5,6 +5,7 @@
 ``sqlite:///rel/path.db``            embedded default, shared by the processes of one machine
 ``sqlite:////abs/path.db``
 ``redis://host:port/db``             Redis (also ``rediss://`` and ``redis+sentinel://``)
+``redis+cluster://h1:p1,h2:p2``      Redis Cluster
 ``postgresql://...``                 PostgreSQL
 ``cluster:///relay.sock``            each worker holds every session, replicated via a relay (baseline)
 ``sharded://?shard=URL&...``         each session on one of several stores, by consistent hashing
@@ -37,6 +38,7 @@ _BACKENDS: dict[str, str] = {
     "redis": "webtier.stores.redis:RedisStore",
     "rediss": "webtier.stores.redis:RedisStore",
     "redis+sentinel": "webtier.stores.redis:RedisStore",
+    "redis+cluster": "webtier.stores.redis_cluster:RedisClusterStore",
     "postgresql": "webtier.stores.postgres:PostgresStore",
     "postgres": "webtier.stores.postgres:PostgresStore",
     "cluster": "webtier.stores.clustered:ClusteredStore",
