@@ -281,7 +281,7 @@ def test_scale_answers_400_to_anything_but_a_whole_number(tmp_path: Path) -> Non
 
     async def post(content: bytes) -> httpx.Response:
         transport = httpx.ASGITransport(app=admin)
-        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8081") as c:
             return await c.post("/scale", content=content, headers={"content-type": "application/json"})
 
     for body in (

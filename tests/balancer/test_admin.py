@@ -27,7 +27,7 @@ def backends() -> BackendSet:
 @pytest.fixture
 async def admin(backends: BackendSet) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=admin_app(backends))
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8081") as client:
         yield client
 
 

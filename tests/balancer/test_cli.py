@@ -42,6 +42,10 @@ def test_balance_command_proxies_under_uvloop(backends: list[BackendProcess]) ->
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
             seen = {c.get("/").headers["x-backend"] for _ in range(10)}
         assert seen == {"b1", "b2"}
+        rebound = httpx.get(f"http://127.0.0.1:{admin}/status", headers={"host": "rebound.example"}, timeout=5)
+        assert rebound.status_code == 421  # a page whose name was re-pointed at 127.0.0.1 reads nothing
+        foreign = httpx.delete(f"http://127.0.0.1:{admin}/backends/b1", headers={"origin": "https://x.example"})
+        assert foreign.status_code == 403  # nor can another site's page change anything
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=15)[0].decode()

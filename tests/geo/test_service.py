@@ -99,7 +99,9 @@ async def test_answers_over_udp_and_tcp_and_fails_over_when_a_site_stops_answeri
             assert took < 5.0
             assert geo.health["seoul"].up is False and geo.health["frankfurt"].up is True
 
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(admin_app(geo)), base_url="http://geo") as admin:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(admin_app(geo)), base_url="http://127.0.0.1:8053"
+            ) as admin:
                 status = (await admin.get("/status")).json()
                 metrics = (await admin.get("/metrics")).text
             by_name = {dc["name"]: dc for dc in status["datacenters"]}

@@ -14,7 +14,8 @@
 Bodies are JSON objects sent as ``application/json`` (a browser page cannot send that to loopback
 without a CORS preflight, which this API never grants). Bad input is answered ``400`` (``415`` for
 another content type, ``404`` for an unknown backend, ``409`` for one already there) with
-``{"error": "..."}`` naming the problem; nothing changes then.
+``{"error": "..."}`` naming the problem; nothing changes then. :class:`webtier.loopback.LoopbackOnly`
+answers a non-loopback ``Host`` 421 and a change sent from another site's page 403.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -33,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from webtier.balancer.backends import BackendSet
 from webtier.balancer.config import MAX_DRAIN_TIMEOUT, MAX_WEIGHT, parse_backend
 from webtier.exceptions import ConfigError
+from webtier.loopback import LoopbackOnly
 
 __all__ = ["admin_app"]
 
@@ -111,6 +114,7 @@ def admin_app(
         return JSONResponse({"strategy": name})
 
     return Starlette(
+        middleware=[Middleware(LoopbackOnly)],
         routes=[
             Route("/status", status),
             Route("/metrics", metrics),
@@ -119,7 +123,7 @@ def admin_app(
             Route("/backends/{backend:path}", remove, methods=["DELETE"]),
             Route("/strategy", strategy, methods=["PUT", "POST"]),
             *routes,
-        ]
+        ],
     )
 
 

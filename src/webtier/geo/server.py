@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from webtier.exceptions import ConfigError
 from webtier.geo.config import GeoConfig
 from webtier.geo.service import GeoDNS
+from webtier.loopback import LoopbackOnly
 
 __all__ = ["admin_app", "run", "serve"]
 
@@ -57,7 +59,9 @@ def admin_app(geo: GeoDNS) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    return Starlette(routes=[Route("/status", status), Route("/metrics", metrics)])
+    return Starlette(
+        middleware=[Middleware(LoopbackOnly)], routes=[Route("/status", status), Route("/metrics", metrics)]
+    )
 
 
 async def serve(config: GeoConfig, admin: tuple[str, int] | None = None) -> None:

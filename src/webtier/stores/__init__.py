@@ -24,6 +24,7 @@ matters to the URL that needs it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from webtier.exceptions import ConfigError
@@ -57,5 +58,9 @@ def open_store(url: str, **options: Any) -> Store:
         raise ConfigError(f"unknown store scheme {scheme!r} in {url!r}; expected one of {sorted(_BACKENDS)}")
     module_name, _, attr = target.partition(":")
     backend = getattr(importlib.import_module(module_name), attr)
+    try:
+        inspect.signature(backend.from_url).bind(url, **options)
+    except TypeError as exc:  # an option this backend does not take
+        raise ConfigError(f"store {scheme!r}: {exc}; see {module_name}.{attr}.from_url for its options") from None
     store: Store = backend.from_url(url, **options)
     return store

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import queue
 import sqlite3
@@ -112,7 +113,12 @@ class SQLiteStore:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
-        return cls(sqlite_path(url), **options)
+        path = sqlite_path(url)
+        try:
+            inspect.signature(cls).bind(path, **options)
+        except TypeError as exc:  # an option SQLiteStore does not take
+            raise ConfigError(f"store 'sqlite': {exc}") from None
+        return cls(path, **options)
 
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
