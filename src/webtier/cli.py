@@ -168,7 +168,17 @@ def status(admin: str, as_json: bool, watch: bool) -> None:
 @click.argument(
     "scenario",
     required=False,
-    type=click.Choice(["worker-failure", "scale-out", "rolling-deploy", "clustering-cost", "store-outage", "all"]),
+    type=click.Choice(
+        [
+            "worker-failure",
+            "scale-out",
+            "rolling-deploy",
+            "clustering-cost",
+            "store-outage",
+            "datacenter-failover",
+            "all",
+        ]
+    ),
 )
 @click.option(
     "--mode",
@@ -203,7 +213,8 @@ def demo(
     charts_dir: Path | None,
     scale: float,
 ) -> None:
-    """Measure the seeds' claims here: sticky vs clustered vs stateless, under failure, scale-out, deploys."""
+    """Measure the seeds' claims here: sticky vs clustered vs stateless, under failure, scale-out, deploys,
+    and a whole data center failing behind a GeoDNS."""
     from webtier.demo.report import command
 
     try:

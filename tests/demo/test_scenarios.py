@@ -10,7 +10,10 @@ processes) with a few virtual users for a few seconds:
 * clustering replicates every write to the other workers, and every worker holds
   every session, so memory per worker grows with the total;
 * a store outage loses nothing stored before it; ``fail`` answers 503, ``degrade``
-  serves users as logged out.
+  serves users as logged out;
+* when a whole data center dies, the GeoDNS moves its users to the other one: with
+  replicated stores nobody is logged out; without replication, or with sticky
+  sessions, every user of the dead site is.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import pytest
 
 from webtier.demo.report import chart_files, markdown_tables, svg_failures, svg_share, write_html
-from webtier.demo.scenarios import DemoEnv, Run, Settings, plan_runs, run_one
+from webtier.demo.scenarios import FRANKFURT, SEOUL, DemoEnv, Run, Settings, plan_runs, run_one
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -130,6 +133,60 @@ async def test_store_outage_loses_nothing_stored(redis_env: DemoEnv) -> None:
     assert fail["during_failed"] > 0  # fail: a clear 503 while the store is away
     assert degrade["during_failed"] == 0  # degrade: served, as if logged out
     assert degrade["during_served_logged_out"] > 0
+
+
+async def test_datacenter_failover_stateless_replicated_keeps_everyone_logged_in(env: DemoEnv) -> None:
+    r = available(await run_one(env, Run("datacenter-failover", "stateless", "replicated"), SHORT))
+    assert r["users_at_kill"] > 0
+    # The GeoDNS noticed, the users followed it once, and Frankfurt served them.
+    assert r["dns_switch_after"] is not None
+    assert r["users_moved_after"] is not None and r["users_moved_after"] >= r["dns_switch_after"]
+    assert r["first_success_after"] is not None
+    assert r["dns_moves"] == 1
+    assert r["requests_at_frankfurt"] > 0
+    assert r["failed_at_frankfurt"] == 0  # every request after the switch succeeded
+    assert r["requests_per_site"][SEOUL.name] > 0 and r["requests_per_site"][FRANKFURT.name] > 0
+    # Seoul wrote every session to Frankfurt's store too: nobody noticed the move but for the failures in between.
+    assert r["users_logged_out"] == 0
+    assert r["carts_lost"] == 0
+    assert r["wrong_user"] == 0
+    assert r["requests_failed"] == r["failed_in_between"]
+    timeline = r["timeline"]
+    assert timeline["of"] == "data center"
+    assert list(timeline["share"]) == [SEOUL.name, FRANKFURT.name]
+    assert [e for _, e in timeline["events"]] == ["SIGKILL seoul", "DNS → frankfurt", "users → frankfurt"]
+
+
+async def test_datacenter_failover_without_shared_sessions_logs_every_seoul_user_out(
+    env: DemoEnv, tmp_path: Path
+) -> None:
+    unreplicated = available(await run_one(env, Run("datacenter-failover", "stateless", "unreplicated"), SHORT))
+    sticky = available(await run_one(env, Run("datacenter-failover", "sticky"), SHORT))
+    for r in (unreplicated, sticky):
+        assert r["first_success_after"] is not None
+        assert r["failed_at_frankfurt"] == 0  # Frankfurt answered; it just did not know them
+        assert r["users_logged_out"] >= r["users_at_kill"] > 0
+        assert r["carts_lost"] > 0
+
+    results = [unreplicated, sticky]
+    for svg in (svg_share(sticky), svg_failures(sticky), *chart_files(results).values()):
+        assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"
+    assert "request share per data center" in svg_share(sticky)
+    table = markdown_tables(results)["datacenter-failover"]
+    assert "| own store only |" in table and "| worker memory |" in table
+    page = tmp_path / "report.html"
+    write_html(results, page)
+    assert page.read_text().count("<svg") == 4
+
+
+def test_plan_runs_datacenter_failover_runs_stateless_twice_and_sticky() -> None:
+    runs, notes = plan_runs(["datacenter-failover"], ["stateless", "sticky", "clustered"], redis=False)
+    assert [(r.mode, r.policy) for r in runs] == [
+        ("stateless", "replicated"),
+        ("stateless", "unreplicated"),
+        ("sticky", None),
+    ]
+    assert len(notes) == 1 and "skipping clustered" in notes[0]
 
 
 def test_plan_runs_skips_redis_modes_with_a_note() -> None:

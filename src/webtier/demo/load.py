@@ -69,6 +69,7 @@ class RequestRecord:
     outcome: str  # "ok" or one of FAILURES
     ms: float
     finding: str | None = None  # what the user found wrong in the answer (see FINDINGS)
+    host: str = ""  # where the request was sent (the client's base URL host): tells data centers apart
 
     @property
     def failed(self) -> bool:
@@ -144,12 +145,25 @@ class LoadStats:
         counts: Counter[str] = Counter(r.worker for r in self.records if r.worker and since <= r.t < until)
         return dict(sorted(counts.items(), key=lambda kv: _worker_order(kv[0])))
 
-    def timeline(self, bin_seconds: float = 0.5) -> dict[str, Any]:
-        """Per ``bin_seconds``: the share of answered requests per worker, failures and incidents."""
+    def timeline(
+        self,
+        bin_seconds: float = 0.5,
+        *,
+        by: Callable[[RequestRecord], str | None] | None = None,
+        of: str = "worker",
+    ) -> dict[str, Any]:
+        """Per ``bin_seconds``: the share of answered requests per worker, failures and incidents.
+
+        ``by`` groups the requests otherwise (e.g. per data center, named ``of``), in order of first use.
+        """
         end = max((r.t for r in self.records), default=0.0)
         end = max(end, max((t for t, _ in self.events), default=0.0))
         bins = int(end / bin_seconds) + 1
-        workers = sorted({r.worker for r in self.records if r.worker}, key=_worker_order)
+        key = by or _worker_of
+        if by is None:
+            workers = sorted({r.worker for r in self.records if r.worker}, key=_worker_order)
+        else:
+            workers = list(dict.fromkeys(name for r in self.records if (name := by(r))))
         counts = {w: [0] * bins for w in workers}
         totals = [0] * bins
         failed = [0] * bins
@@ -158,8 +172,8 @@ class LoadStats:
             b = min(int(r.t / bin_seconds), bins - 1)
             if r.failed:
                 failed[b] += 1
-            elif r.worker:
-                counts[r.worker][b] += 1
+            elif (name := key(r)) is not None and name in counts:
+                counts[name][b] += 1
                 totals[b] += 1
         for i in self.incidents:
             if i.kind != "stale_read":
@@ -169,6 +183,7 @@ class LoadStats:
         }
         return {
             "bin_seconds": bin_seconds,
+            "of": of,
             "t": [round(b * bin_seconds, 3) for b in range(bins)],
             "share": share,
             "answered": totals,
@@ -176,6 +191,10 @@ class LoadStats:
             "incidents": incidents,
             "events": [[t, e] for t, e in self.events],
         }
+
+
+def _worker_of(record: RequestRecord) -> str | None:
+    return record.worker
 
 
 def _worker_order(worker: str) -> tuple[int, str]:
@@ -230,6 +249,7 @@ class VirtualUser:
 
     async def _request(self, op: str, method: str, path: str, body: Any = None) -> tuple[RequestRecord, Any]:
         started = time.perf_counter()
+        host = self.client.base_url.host
         status, worker, data = 0, None, None
         try:
             response = await self.client.request(method, path, json=body)
@@ -255,6 +275,7 @@ class VirtualUser:
             worker=worker,
             outcome=outcome,
             ms=round((time.perf_counter() - started) * 1000.0, 2),
+            host=host,
         )
         self.stats.records.append(record)
         if worker is not None:

@@ -46,6 +46,7 @@ __all__ = [
 Result = dict[str, Any]
 _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 _MODE_COLORS = {"stateless": "#59a14f", "stateless-redis": "#4e79a7", "sticky": "#f28e2b", "clustered": "#e15759"}
+_SITE_COLORS = {"seoul": "#4e79a7", "frankfurt": "#59a14f"}  # datacenter-failover's share per data center
 
 
 # -- figures as text --------------------------------------------------------------------------------
@@ -89,6 +90,10 @@ def _failed(result: Result) -> str:
 def _shares(result: Result) -> str:
     share = result.get("share_after") or {}
     return " ".join(f"{w} {_pct(s)}" for w, s in share.items()) or "–"
+
+
+def _per_site(result: Result) -> str:
+    return " / ".join(f"{site} {_num(n)}" for site, n in (result.get("requests_per_site") or {}).items()) or "–"
 
 
 # (header, how to show it) per scenario, after the common columns
@@ -136,6 +141,15 @@ _SPECIFIC: dict[str, list[Column]] = {
         ),
         ("items lost after", lambda r: f"{r['items_lost_after_recovery']} of {r['items_stored_before']}"),
         ("first success after", lambda r: _num(r.get("recovered_after"), 1, " s")),
+    ],
+    "datacenter-failover": [
+        ("sessions across sites", lambda r: str(r.get("sessions_across_sites"))),
+        ("Seoul's users at the kill", lambda r: _num(r.get("users_at_kill"))),
+        ("DNS → frankfurt after", lambda r: _num(r.get("dns_switch_after"), 2, " s")),
+        ("users moved after", lambda r: _num(r.get("users_moved_after"), 2, " s")),
+        ("first success in frankfurt after", lambda r: _num(r.get("first_success_after"), 2, " s")),
+        ("failed in between", lambda r: _num(r.get("failed_in_between"))),
+        ("answered per site", _per_site),
     ],
 }
 
@@ -209,6 +223,8 @@ def _esc(text: Any) -> str:
 
 
 def _worker_color(worker: str) -> str:
+    if worker in _SITE_COLORS:
+        return _SITE_COLORS[worker]
     digits = "".join(ch for ch in worker if ch.isdigit())
     return _PALETTE[(int(digits) - 1) % len(_PALETTE)] if digits else "#888888"
 
@@ -241,7 +257,9 @@ class _Frame:
 
     def axes(self, y_ticks: Sequence[float]) -> None:
         p = self.parts
-        p.append(f'<text x="{_LEFT}" y="14" class="title">{_esc(self.title)}</text>')
+        room = _W - _RIGHT - _LEFT
+        fit = f' textLength="{room}" lengthAdjust="spacingAndGlyphs"' if len(self.title) * 7.1 > room else ""
+        p.append(f'<text x="{_LEFT}" y="14" class="title"{fit}>{_esc(self.title)}</text>')
         for value in y_ticks:
             y = self.y(value)
             p.append(f'<line x1="{_LEFT}" y1="{y}" x2="{_W - _RIGHT}" y2="{y}" class="grid"/>')
@@ -299,12 +317,12 @@ def _label(result: Result) -> str:
 
 
 def svg_share(result: Result) -> str:
-    """Stacked areas: which worker answered what share of the requests, per time slice."""
+    """Stacked areas: which worker (or data center) answered what share of the requests, per time slice."""
     timeline = result["timeline"]
     width = float(timeline["bin_seconds"])
     times: list[float] = timeline["t"]
     frame = _Frame(
-        f"{_label(result)}: request share per worker",
+        f"{_label(result)}: request share per {timeline.get('of', 'worker')}",
         (times[-1] + width) if times else 1.0,
         1.0,
         x_label="seconds",

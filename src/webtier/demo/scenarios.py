@@ -5,15 +5,18 @@ worker processes: :class:`webtier.up.Tier`) in the running event loop, puts
 virtual users on it (:mod:`webtier.demo.load`), does something to it and returns
 a result dict: the common figures (``users``, ``users_logged_out``, ``carts_lost``,
 ``requests``, ``requests_failed``, ...), the scenario's own figures and a
-``timeline`` for the charts.
+``timeline`` for the charts. ``datacenter-failover`` runs each of its two sites
+as a ``webtier up`` process group instead, so that one SIGKILL takes a whole site.
 
-=================  ==========================================================================
-worker-failure     3 workers under load; SIGKILL the busiest one
-scale-out          1 worker under load; scale to 4; more users arrive; who serves whom
-rolling-deploy     3 workers under load; replace every one of them (``reload``)
-clustering-cost    sessions created in steps: memory per worker, replication bytes, lag
-store-outage       stateless on Redis: stop Redis for a few seconds (fail, then degrade)
-=================  ==========================================================================
+===================  ==========================================================================
+worker-failure       3 workers under load; SIGKILL the busiest one
+scale-out            1 worker under load; scale to 4; more users arrive; who serves whom
+rolling-deploy       3 workers under load; replace every one of them (``reload``)
+clustering-cost      sessions created in steps: memory per worker, replication bytes, lag
+store-outage         stateless on Redis: stop Redis for a few seconds (fail, then degrade)
+datacenter-failover  two sites (Seoul, Frankfurt) behind a GeoDNS; SIGKILL Seoul; its users
+                     follow DNS to Frankfurt (stateless with and without replication; sticky)
+===================  ==========================================================================
 
 Modes: ``stateless`` (SQLite store), ``stateless-redis`` (a private redis-server,
 if one is installed), ``sticky`` (per-worker memory, sticky balancing) and
@@ -25,22 +28,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
 import socket
 import statistics
+import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import dns.asyncquery
+import dns.edns
+import dns.exception
+import dns.message
+import dns.rdatatype
 import httpx
 
 from webtier.config import UpConfig
 from webtier.demo.load import Load, LoadPlan, LoadStats, VirtualUser, new_client
 from webtier.exceptions import ConfigError, WebtierError
+from webtier.geo.config import GeoConfig, geo_config_from_mapping
+from webtier.geo.service import GeoDNS
 from webtier.pool.supervisor import Worker
 from webtier.up import Tier
 
@@ -57,9 +71,11 @@ __all__ = [
     "run_one",
 ]
 
-SCENARIOS = ("worker-failure", "scale-out", "rolling-deploy", "clustering-cost", "store-outage")
+SCENARIOS = ("worker-failure", "scale-out", "rolling-deploy", "clustering-cost", "store-outage", "datacenter-failover")
 MODES = ("stateless", "stateless-redis", "sticky", "clustered")
 POLICIES = ("fail", "degrade")
+#: datacenter-failover, stateless: each site's SQLite store replicated to the other site's, or not
+SYNC = ("replicated", "unreplicated")
 
 #: what each scenario shows, one line (the table caption and the report)
 CLAIMS = {
@@ -68,6 +84,7 @@ CLAIMS = {
     "rolling-deploy": "Every worker is replaced under load: who notices?",
     "clustering-cost": "What holding every session in every worker costs: memory, network, lag.",
     "store-outage": "The session store (Redis) stops for a few seconds and comes back.",
+    "datacenter-failover": "A data center dies: GeoDNS moves its users to the next one; who is still logged in?",
 }
 
 Progress = Callable[[str, float], None]
@@ -102,7 +119,7 @@ class Settings:
 class Run:
     scenario: str
     mode: str
-    policy: str | None = None  # store-outage only
+    policy: str | None = None  # store-outage: on_store_error; datacenter-failover (stateless): one of SYNC
 
     @property
     def label(self) -> str:
@@ -124,6 +141,18 @@ def plan_runs(scenarios: Iterable[str], modes: Iterable[str], *, redis: bool) ->
                 runs += [Run(scenario, "stateless-redis", policy) for policy in POLICIES]
             elif redis:
                 notes.append("store-outage stops a Redis store: it runs in the stateless-redis mode only")
+            continue
+        if scenario == "datacenter-failover":
+            for mode in modes:
+                if mode == "stateless":
+                    runs += [Run(scenario, mode, sync) for sync in SYNC]
+                elif mode == "sticky":
+                    runs.append(Run(scenario, mode))
+            if skipped_modes := [m for m in modes if m not in ("stateless", "sticky")]:
+                notes.append(
+                    "datacenter-failover runs two sites on SQLite (stateless) or in worker memory (sticky): "
+                    f"skipping {', '.join(skipped_modes)}"
+                )
             continue
         runs += [Run(scenario, mode) for mode in modes]
     return runs, notes
@@ -833,6 +862,322 @@ async def _cart_of(user: VirtualUser) -> dict[str, int] | None:
     return {str(k): int(v) for k, v in (data.get("items") or {}).items()}
 
 
+# -- 6. data center failover -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _SiteSpec:
+    name: str
+    host: str  # the site's own loopback address: Linux routes all of 127.0.0.0/8 to lo
+    location: tuple[float, float]
+
+
+SEOUL = _SiteSpec("seoul", "127.0.0.2", (37.57, 126.98))
+FRANKFURT = _SiteSpec("frankfurt", "127.0.0.3", (50.11, 8.68))
+_SITES = (SEOUL, FRANKFURT)
+_SHOP_NAME = "www.webtier.test"
+#: the virtual users' network, as their resolver's EDNS Client Subnet carries it; the GeoDNS places it in Seoul
+_USERS_SUBNET = dns.edns.ECSOption("203.0.113.0", 24)
+_USERS_LOCATION = [37.5, 127.0]
+DNS_TTL = 1  # seconds: short, so the users re-resolve soon after a failover
+CHECK_INTERVAL, CHECK_FALL = 0.2, 2  # the GeoDNS marks a site down after 2 failed checks 0.2 s apart
+_SITE_WORKERS = 2
+
+
+@dataclass(slots=True)
+class _Site:
+    spec: _SiteSpec
+    port: int
+    proc: asyncio.subprocess.Process
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.spec.host}:{self.port}"
+
+
+def _site_port() -> int:
+    """One port free on every site's address: each site serves the shop's name on its own address, same port."""
+    for _ in range(20):
+        port = free_port()
+        for spec in _SITES:
+            with socket.socket() as sock:
+                try:
+                    sock.bind((spec.host, port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRNOTAVAIL:
+                        raise Unavailable(
+                            f"cannot listen on {spec.host}: the two sites need 127.0.0.2 and 127.0.0.3 "
+                            "(Linux routes all of 127.0.0.0/8 to loopback; elsewhere add them as aliases)"
+                        ) from None
+                    break
+        else:
+            return port
+    raise Unavailable("found no port free on both sites' addresses")
+
+
+async def _site_stores(env: DemoEnv, run: Run) -> dict[str, str | None]:
+    """Each site's store URL (None: sticky, sessions in the workers' memory)."""
+    if run.mode == "sticky":
+        return {spec.name: None for spec in _SITES}
+    files: dict[str, str | None] = {spec.name: await env.store_for("stateless") for spec in _SITES}
+    if run.policy == "unreplicated":
+        return files
+    # Every site writes every change to every site's store, its own first (reads go there).
+    stores: dict[str, str | None] = {}
+    for spec in _SITES:
+        order = [spec.name] + [other.name for other in _SITES if other != spec]
+        stores[spec.name] = "replicated://?" + "&".join(f"replica={quote(str(files[n]), safe=':/')}" for n in order)
+    return stores
+
+
+async def _start_site(env: DemoEnv, spec: _SiteSpec, port: int, admin_port: int, mode: str, store: str | None) -> _Site:
+    args = ["up", "--host", spec.host, "--port", str(port), "--admin-port", str(admin_port)]
+    args += ["--workers", str(_SITE_WORKERS), "--mode", mode] + (["--store", store] if store else [])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webtier",
+        *args,
+        cwd=env.directory,  # no webtier.toml there: the flags decide, with ...
+        env={k: v for k, v in os.environ.items() if not k.startswith("WEBTIER_")},  # ... no WEBTIER_* setting
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,  # its banner; its log lines (stderr) go where the workers' go
+        start_new_session=True,  # its own process group: one SIGKILL takes the balancer and every worker
+    )
+    return _Site(spec, port, proc)
+
+
+async def _site_ready(site: _Site, within: float = 60.0) -> None:
+    """Wait until the site's balancer answers from a worker, then log in a few times (stores open their files)."""
+    deadline = time.monotonic() + within
+    async with new_client(site.url, timeout=2.0) as client:
+        while True:
+            if site.proc.returncode is not None:
+                raise Unavailable(f"the {site.spec.name} site (webtier up) exited with {site.proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/api/whoami")).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the {site.spec.name} site did not answer within {within:.0f} s")
+            await asyncio.sleep(0.1)
+        for _ in range(2 * _SITE_WORKERS):
+            client.cookies.clear()
+            with contextlib.suppress(httpx.HTTPError):
+                await client.post("/api/login", json={"user": "warm-up"})
+                await client.post("/api/logout")
+
+
+async def _stop_site(site: _Site) -> None:
+    if site.proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            site.proc.terminate()  # webtier up drains and stops its workers, then exits
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(site.proc.wait(), 15)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(site.proc.pid, signal.SIGKILL)  # whatever is left of the site's process group
+    await site.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def _running_sites(env: DemoEnv, run: Run) -> AsyncIterator[dict[str, _Site]]:
+    """Both sites, each a ``webtier up`` (balancer + 2 workers) on its own address, until the block ends."""
+    port = _site_port()
+    stores = await _site_stores(env, run)
+    admin_ports: set[int] = set()
+    while len(admin_ports) < len(_SITES):
+        admin_ports.add(free_port())
+    sites: dict[str, _Site] = {}
+    try:
+        for spec, admin_port in zip(_SITES, sorted(admin_ports), strict=True):
+            sites[spec.name] = await _start_site(env, spec, port, admin_port, _tier_mode(run.mode), stores[spec.name])
+        for outcome in await asyncio.gather(*(_site_ready(s) for s in sites.values()), return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        yield sites
+    finally:
+        await asyncio.gather(*(_stop_site(s) for s in sites.values()))
+
+
+def _geo_config(site_port: int) -> GeoConfig:
+    return geo_config_from_mapping(
+        {
+            "geo": {
+                "listen": f"127.0.0.1:{free_port()}",
+                "zone": "webtier.test",
+                "names": ["www"],
+                "ttl": DNS_TTL,
+                "default_location": list(FRANKFURT.location),
+                "check_interval": CHECK_INTERVAL,
+                "check_timeout": CHECK_INTERVAL,
+                "rise": 2,
+                "fall": CHECK_FALL,
+                "datacenters": [
+                    {
+                        "name": spec.name,
+                        "addresses": [spec.host],
+                        "location": list(spec.location),
+                        "health": f"http://{spec.host}:{site_port}/healthz",
+                    }
+                    for spec in _SITES
+                ],
+                "networks": [
+                    {"prefix": f"{_USERS_SUBNET.address}/{_USERS_SUBNET.srclen}", "location": _USERS_LOCATION}
+                ],
+            }
+        }
+    )
+
+
+async def _start_geo(site_port: int) -> GeoDNS:
+    for _ in range(3):  # the port was free for TCP; UDP may be taken
+        geo = GeoDNS(_geo_config(site_port))
+        with contextlib.suppress(ConfigError):
+            await geo.start()
+            return geo
+    raise Unavailable("the GeoDNS found no free port on 127.0.0.1")
+
+
+async def _resolve(dns_port: int) -> tuple[str, int] | None:
+    """What the users' resolver gets for the shop's name from the GeoDNS: the first address and its TTL."""
+    query = dns.message.make_query(_SHOP_NAME, dns.rdatatype.A, use_edns=0, options=[_USERS_SUBNET])
+    response = await dns.asyncquery.udp(query, "127.0.0.1", port=dns_port, timeout=1.0)
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.A and len(rrset):
+            return next(iter(rrset)).to_text(), int(rrset.ttl)
+    return None
+
+
+def _repoint(client: httpx.AsyncClient, old_host: str, new_host: str, port: int) -> None:
+    """Send a user's next requests to ``new_host``, with the cookies it got from ``old_host``.
+
+    A browser files cookies under the host *name*; when DNS moves the name to another address, the
+    same cookies go to the new one. Here the sites' IP addresses stand in for that one name, and the
+    cookie jar files cookies per address, so they are copied over explicitly: what a browser would send.
+    """
+    for cookie in list(client.cookies.jar):
+        if cookie.domain == old_host and cookie.value is not None:
+            client.cookies.set(cookie.name, cookie.value, domain=new_host, path=cookie.path)
+    client.base_url = httpx.URL(f"http://{new_host}:{port}")
+
+
+def _sessions_across_sites(run: Run) -> str:
+    if run.mode == "sticky":
+        return "worker memory"
+    return "own store only" if run.policy == "unreplicated" else "replicated"
+
+
+async def datacenter_failover(env: DemoEnv, run: Run, settings: Settings, progress: Progress) -> dict[str, Any]:
+    if run.mode not in ("stateless", "sticky"):
+        raise Unavailable("datacenter-failover runs its two sites on SQLite (stateless) or in worker memory (sticky)")
+    warm, after = settings.seconds(2.5), settings.seconds(3.0)
+    site_of = {spec.host: spec.name for spec in _SITES}
+    progress("starting two sites", 0.02)
+    async with _running_sites(env, run) as sites:
+        progress("starting the GeoDNS", 0.15)
+        seoul, port = sites[SEOUL.name], sites[SEOUL.name].port
+        geo = await _start_geo(port)
+        stats = LoadStats()
+        load = Load(seoul.url, stats, settings.plan(warm + after + 60))
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            assert geo.address is not None
+            dns_port = geo.address[1]
+            first = await _resolve(dns_port)
+            if first is None or first[0] != SEOUL.host:
+                raise Unavailable(f"the GeoDNS sent Seoul's users to {first[0] if first else 'nowhere'}")
+            moves: list[tuple[float, str]] = []  # when the users' resolver saw a new address, and which
+
+            async def follow_dns(address: str, ttl: int) -> None:
+                """The users' resolver: ask again when the answer expires; a new address moves every user."""
+                while True:
+                    await asyncio.sleep(max(ttl, 0.05))
+                    try:
+                        answer = await _resolve(dns_port)
+                    except (dns.exception.DNSException, OSError):
+                        continue
+                    if answer is None:
+                        continue
+                    new, ttl = answer
+                    if new != address:
+                        for user in load.users:
+                            _repoint(user.client, address, new, port)
+                        moves.append((stats.mark(f"users → {site_of.get(new, new)}"), new))
+                        address = new
+
+            dns_moved: list[float] = []
+
+            async def watch_dns() -> None:
+                """When the GeoDNS itself starts answering Frankfurt (asked every 50 ms, no TTL)."""
+                while True:
+                    with contextlib.suppress(dns.exception.DNSException, OSError):
+                        answer = await _resolve(dns_port)
+                        if answer is not None and answer[0] == FRANKFURT.host:
+                            dns_moved.append(stats.mark(f"DNS → {FRANKFURT.name}"))
+                            return
+                    await asyncio.sleep(0.05)
+
+            tasks.append(asyncio.create_task(follow_dns(*first), name="users' resolver"))
+            load.spawn(settings.users)
+            await _phase(warm, progress, "Seoul's users shopping in Seoul", 0.15, 0.4)
+            users_at_kill = sum(u.logged_in for u in load.users)
+            os.killpg(seoul.proc.pid, signal.SIGKILL)  # the Seoul data center is gone: balancer and workers
+            killed_at = stats.mark(f"SIGKILL {SEOUL.name}")
+            tasks.append(asyncio.create_task(watch_dns(), name="GeoDNS watch"))
+            seen = len(stats.records)
+
+            def served_in_frankfurt() -> bool:
+                return any(r.host == FRANKFURT.host and not r.failed for r in stats.records[seen:])
+
+            await _until(
+                served_in_frankfurt, settings.seconds(10.0) + 5.0, progress, "Seoul is down: DNS moves", 0.4, 0.6
+            )
+            await _phase(after, progress, "Seoul's users shopping in Frankfurt", 0.6, 0.92)
+            await load.join()
+            progress("every user checks its cart", 0.95)
+            await load.verify()
+            dns_answers = dict(geo.answers)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await load.close()
+            await geo.stop()
+    after_kill = [r for r in stats.records if r.t >= killed_at]
+    first_ok = next((r.t for r in after_kill if r.host == FRANKFURT.host and not r.failed), None)
+    moved = next((t for t, host in moves if host == FRANKFURT.host), None)
+    at_frankfurt = [r for r in stats.records if r.host == FRANKFURT.host]
+    answered = Counter(site_of.get(r.host) for r in stats.records if not r.failed)
+
+    def since_kill(t: float | None) -> float | None:
+        return round(t - killed_at, 2) if t is not None else None
+
+    result = _result(
+        run,
+        stats,
+        sessions_across_sites=_sessions_across_sites(run),
+        sites={spec.name: spec.host for spec in _SITES},
+        site_port=port,
+        dns_ttl=DNS_TTL,
+        check_interval=CHECK_INTERVAL,
+        check_fall=CHECK_FALL,
+        killed_at=killed_at,
+        users_at_kill=users_at_kill,
+        dns_switch_after=since_kill(dns_moved[0] if dns_moved else None),
+        users_moved_after=since_kill(moved),
+        first_success_after=since_kill(first_ok),
+        failed_in_between=sum(r.failed for r in after_kill if first_ok is None or r.t < first_ok),
+        requests_at_frankfurt=len(at_frankfurt),
+        failed_at_frankfurt=sum(r.failed for r in at_frankfurt),
+        requests_per_site={spec.name: answered.get(spec.name, 0) for spec in _SITES},
+        dns_moves=len(moves),  # 1: Seoul to Frankfurt once; more would be a flapping health check
+        dns_answers=dns_answers,
+    )
+    if run.policy:
+        result["policy"] = run.policy
+    result["timeline"] = stats.timeline(by=lambda r: site_of.get(r.host), of="data center")
+    return result
+
+
 # -- running them ---------------------------------------------------------------------------------
 
 
@@ -842,6 +1187,7 @@ _RUNNERS: dict[str, Callable[[DemoEnv, Run, Settings, Progress], Awaitable[dict[
     "rolling-deploy": rolling_deploy,
     "clustering-cost": clustering_cost,
     "store-outage": store_outage,
+    "datacenter-failover": datacenter_failover,
 }
 
 
