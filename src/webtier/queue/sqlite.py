@@ -113,16 +113,26 @@ class SQLiteQueue:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"sqlite queue directory {self.path.parent} cannot be created: {exc}") from exc
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-            try:
-                conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self._synchronous}")
-                # BEGIN IMMEDIATE serialises schema creation across processes.
-                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-            except BaseException:
-                conn.close()
-                raise
+            deadline = time.monotonic() + self._busy_ms / 1000
+            while True:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+                try:
+                    conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                    # BEGIN IMMEDIATE serialises schema creation across processes.
+                    conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                    break
+                except sqlite3.OperationalError as exc:
+                    conn.close()
+                    # Switching a new file to WAL can report "locked" at once, without the busy
+                    # handler, while another connection sets it up: try again until busy_timeout.
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+                except BaseException:
+                    conn.close()
+                    raise
             self._conn = conn
         return self._conn
 
