@@ -156,6 +156,18 @@ def _as_dict(raw: Any) -> dict[bytes, bytes]:
     return dict(zip(items, items, strict=True))
 
 
+def _record(raw: dict[bytes, bytes], now: float) -> SessionRecord | None:
+    """A session hash as read by HGETALL, or None once ``m:e`` has passed (or it is gone)."""
+    expires = _num(raw.get(b"m:e"))
+    if expires <= now:
+        return None
+    data = {name[2:].decode(): value for name, value in raw.items() if name[:2] == b"d:"}
+    user = raw.get(b"m:u")
+    return SessionRecord(
+        data, _num(raw.get(b"m:c")), _num(raw.get(b"m:t")), expires, user.decode() if user is not None else None
+    )
+
+
 def _is_noscript(exc: BaseException | None) -> bool:
     if isinstance(exc, redis_errors.NoScriptError):
         return True
@@ -231,15 +243,7 @@ class RedisStore:
         raise SessionNotLoaded("a Redis session must be loaded with `await` before synchronous access")
 
     async def load(self, key: str, now: float) -> SessionRecord | None:
-        raw = _as_dict(await self._cmd("HGETALL", self._key(key)))
-        expires = _num(raw.get(b"m:e"))
-        if expires <= now:
-            return None
-        data = {name[2:].decode(): value for name, value in raw.items() if name[:2] == b"d:"}
-        user = raw.get(b"m:u")
-        return SessionRecord(
-            data, _num(raw.get(b"m:c")), _num(raw.get(b"m:t")), expires, user.decode() if user is not None else None
-        )
+        return _record(_as_dict(await self._cmd("HGETALL", self._key(key))), now)
 
     async def save(self, key: str, write: Write) -> bool:
         args: list[Any] = [

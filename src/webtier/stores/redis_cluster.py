@@ -34,7 +34,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from webtier.exceptions import ConfigError, SessionNotLoaded, StoreError, StoreUnavailable
 from webtier.stores.base import SessionInfo, SessionRecord, Write
-from webtier.stores.redis import _as_dict, _num
+from webtier.stores.redis import _as_dict, _num, _record
 
 __all__ = ["RedisClusterStore"]
 
@@ -173,15 +173,7 @@ class RedisClusterStore:
         raise SessionNotLoaded("a Redis session must be loaded with `await` before synchronous access")
 
     async def load(self, key: str, now: float) -> SessionRecord | None:
-        raw = _as_dict(await self._run(self._client.hgetall(self._key(key))))
-        expires = _num(raw.get(b"m:e"))
-        if expires <= now:
-            return None
-        data = {name[2:].decode(): value for name, value in raw.items() if name[:2] == b"d:"}
-        user = raw.get(b"m:u")
-        return SessionRecord(
-            data, _num(raw.get(b"m:c")), _num(raw.get(b"m:t")), expires, user.decode() if user is not None else None
-        )
+        return _record(_as_dict(await self._run(self._client.hgetall(self._key(key)))), now)
 
     async def save(self, key: str, write: Write) -> bool:
         stored = self._key(key)
